@@ -1,0 +1,194 @@
+"""Configuration: one pydantic-settings class read from the environment and `.env`.
+
+Every field here is documented in `.env.example`. A missing or invalid value
+becomes a `ConfigError` whose message is one plain sentence naming the
+variable, never a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["ConfigError", "Settings", "load_settings"]
+
+ThinkingLevel = Literal["minimal", "low", "medium", "high"]
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are teambot, a helpful assistant in a team chat. Several people may speak in one "
+    "conversation; each user message starts with the speaker's name in square brackets. "
+    "Answer the latest message, be concise, use Markdown sparingly, and never invent facts "
+    "about the team. When you are unsure, say so."
+)
+
+
+class ConfigError(Exception):
+    """A configuration problem, explained in one sentence for a human."""
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """All of teambot's settings. Field names map to upper-case environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    # --- model gateway -------------------------------------------------------------
+    cometapi_api_key: SecretStr | None = None
+    cometapi_base_url: AnyHttpUrl = AnyHttpUrl("https://api.cometapi.com")
+    dialogue_model: str = "gpt-5.3-chat-latest"
+    summary_model: str = "gemini-3.1-flash-lite"
+    summary_thinking_level: ThinkingLevel = "low"
+    dialogue_thinking_level: ThinkingLevel = "minimal"
+    # Optional explicit route chains: "protocol:model,protocol:model".
+    dialogue_route: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    summary_route: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    dialogue_max_output_tokens: int = Field(default=4096, ge=256, le=65536)
+    summary_max_output_tokens: int = Field(default=4096, ge=256, le=65536)
+
+    # prices in USD per million tokens, by model role
+    dialogue_price_input: float = Field(default=1.75, ge=0)
+    dialogue_price_output: float = Field(default=14.00, ge=0)
+    summary_price_input: float = Field(default=0.25, ge=0)
+    summary_price_output: float = Field(default=1.50, ge=0)
+    daily_budget_usd: float | None = Field(default=None, gt=0)
+
+    # timeouts (seconds) and retries
+    connect_timeout: float = Field(default=10.0, gt=0)
+    first_token_timeout: float = Field(default=60.0, gt=0)
+    idle_timeout: float = Field(default=30.0, gt=0)
+    total_timeout: float = Field(default=300.0, gt=0)
+    retry_attempts: int = Field(default=3, ge=1, le=10)
+    retry_max_wait: float = Field(default=20.0, ge=0)
+    retry_base_delay: float = Field(default=0.5, ge=0)
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_cooldown: float = Field(default=60.0, ge=0)
+
+    # --- memory -----------------------------------------------------------------------
+    redis_url: SecretStr | None = None
+    redis_key_prefix: str = Field(default="teambot", min_length=1)
+    memory_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    history_max_messages: int = Field(default=10_000, ge=10)
+    history_token_budget: int = Field(default=6000, ge=500)
+    history_fold_ratio: float = Field(default=0.5, gt=0.1, lt=1.0)
+    lock_ttl_seconds: float = Field(default=30.0, ge=1)
+    dedupe_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+
+    # --- behaviour --------------------------------------------------------------------
+    bot_name: str = "teambot"
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    tool_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_tool_rounds: int = Field(default=4, ge=0, le=20)
+    tool_timeout_seconds: float = Field(default=20.0, gt=0)
+    tool_result_max_chars: int = Field(default=12_000, ge=200)
+    summary_chunk_tokens: int = Field(default=120_000, ge=500)
+    max_attachment_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+
+    # --- Slack ------------------------------------------------------------------------
+    slack_bot_token: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    slack_answer_bots: bool = False
+
+    # --- Discord ----------------------------------------------------------------------
+    discord_bot_token: SecretStr | None = None
+    discord_guild_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    discord_api_url: str = "https://discord.com/api/v10"
+    discord_gateway_url: str | None = None
+    discord_shard_count: int | None = Field(default=None, ge=1)
+    discord_shard_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    discord_command_cooldown: float = Field(default=5.0, ge=0)
+
+    # --- operations -------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    @field_validator("dialogue_route", "summary_route", "tool_modules", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("discord_guild_ids", "discord_shard_ids", mode="before")
+    @classmethod
+    def _csv_ints(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("dialogue_route", "summary_route")
+    @classmethod
+    def _route_entries(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            protocol, _, model = entry.partition(":")
+            if protocol not in ("openai", "gemini") or not model:
+                raise ValueError(
+                    f"'{entry}' is not 'openai:<model>' or 'gemini:<model>'",
+                )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        url = value.get_secret_value()
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("it must start with redis://, rediss:// or unix://")
+        return value
+
+    @property
+    def base_url(self) -> str:
+        return str(self.cometapi_base_url).rstrip("/")
+
+    def require(self, *names: str) -> None:
+        """Raise ConfigError naming the first of `names` that is unset."""
+        for name in names:
+            value = getattr(self, name)
+            if value is None or (isinstance(value, SecretStr) and not value.get_secret_value()):
+                raise ConfigError(
+                    f"{name.upper()} is not set: put it in the environment or in .env "
+                    "(see .env.example)."
+                )
+
+
+_SECRET_FIELDS = {
+    name for name, info in Settings.model_fields.items() if "SecretStr" in str(info.annotation)
+}
+
+
+def _explain(error: ValidationError) -> str:
+    first = error.errors()[0]
+    name = str(first["loc"][0]).upper() if first["loc"] else "configuration"
+    message = first["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    raw = first.get("input")
+    field = name.lower()
+    secret = field in _SECRET_FIELDS
+    shown = f" (got {raw!r})" if not secret and isinstance(raw, str | int | float) else ""
+    return f"{name} is invalid{shown}: {message[0].lower() + message[1:]}."
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings; turn validation errors into one plain ConfigError sentence."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise ConfigError(_explain(error)) from None

@@ -1,0 +1,88 @@
+"""Run the tool calls of one model round: concurrently, each with a timeout, with
+every failure reported to the model as the tool's result (never raised)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from core.tools.registry import ToolContext, ToolError, ToolRegistry
+from core.types import ChatMessage, ToolCall
+
+__all__ = ["run_tool_calls"]
+
+log = logging.getLogger(__name__)
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _cap(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n…[truncated: {len(text) - limit} more characters]"
+
+
+def _explain(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "arguments"
+        problems.append(f"{where}: {item['msg']}")
+    return "; ".join(problems)
+
+
+async def _run_one(
+    call: ToolCall, registry: ToolRegistry, context: ToolContext, time_limit: float
+) -> str:
+    tool = registry.get(call.name)
+    if tool is None:
+        available = ", ".join(registry.names()) or "none"
+        return f"Error: there is no tool named {call.name!r}. Available tools: {available}."
+    try:
+        raw = json.loads(call.arguments or "{}")
+    except json.JSONDecodeError as error:
+        return f"Error: the arguments were not valid JSON ({error.msg} at position {error.pos})."
+    if not isinstance(raw, dict):
+        return "Error: the arguments must be a JSON object."
+    try:
+        arguments = tool.arguments.model_validate(raw)
+    except ValidationError as error:
+        return f"Error: invalid arguments for {call.name}: {_explain(error)}."
+    try:
+        async with asyncio.timeout(time_limit):
+            result = await tool.run(arguments, context)
+    except TimeoutError:
+        return f"Error: {call.name} did not finish within {time_limit:g} seconds."
+    except ToolError as error:
+        return f"Error: {error}"
+    except Exception as error:
+        log.exception("tool %s raised", call.name)
+        return f"Error: {call.name} failed ({type(error).__name__}: {error})."
+    return _render(result)
+
+
+async def run_tool_calls(
+    calls: Sequence[ToolCall],
+    registry: ToolRegistry,
+    context: ToolContext,
+    *,
+    time_limit: float,
+    max_chars: int,
+) -> list[ChatMessage]:
+    """One tool-result message per call, in the order of the calls."""
+    results = await asyncio.gather(*(_run_one(c, registry, context, time_limit) for c in calls))
+    return [
+        ChatMessage.tool_result(call, _cap(result, max_chars))
+        for call, result in zip(calls, results, strict=True)
+    ]

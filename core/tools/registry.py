@@ -1,0 +1,161 @@
+"""The tool registry: a tool is an async function with typed parameters; its JSON Schema
+(for both protocols) is generated from the signature with pydantic."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, create_model
+
+from core.providers.base import ToolSpec
+from core.types import Author, ConversationKey
+
+__all__ = ["Tool", "ToolContext", "ToolError", "ToolRegistry", "tool"]
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+_MARK = "__teambot_tool__"
+
+
+class ToolError(Exception):
+    """Raised by a tool to tell the model, in plain words, what went wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """What a tool may know about the conversation it runs in."""
+
+    key: ConversationKey
+    author: Author | None
+    summarize: Callable[[], Awaitable[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    description: str
+    func: Callable[..., Awaitable[Any]]
+    arguments: type[BaseModel]
+    wants_context: bool
+
+    def spec(self) -> ToolSpec:
+        return ToolSpec(
+            self.name, self.description, _clean_schema(self.arguments.model_json_schema())
+        )
+
+    async def run(self, arguments: BaseModel, context: ToolContext) -> Any:
+        kwargs = {name: getattr(arguments, name) for name in type(arguments).model_fields}
+        if self.wants_context:
+            kwargs["ctx"] = context
+        return await self.func(**kwargs)
+
+
+def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Inline `$ref`s and drop pydantic's titles: both vendors take plain JSON Schema."""
+    definitions = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                name = str(node["$ref"]).rsplit("/", 1)[-1]
+                return walk(dict(definitions[name]))
+            return {k: walk(v) for k, v in node.items() if k != "title"}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    cleaned = walk(schema)
+    assert isinstance(cleaned, dict)
+    cleaned.setdefault("properties", {})
+    return cleaned
+
+
+def _build(func: Callable[..., Awaitable[Any]], name: str | None, description: str | None) -> Tool:
+    if not inspect.iscoroutinefunction(func):
+        raise TypeError(f"tool {func.__name__} must be an async function")
+    tool_name = name or func.__name__
+    if not _NAME.match(tool_name):
+        raise ValueError(f"tool name {tool_name!r} must match {_NAME.pattern}")
+    hints = get_type_hints(func, include_extras=True)
+    fields: dict[str, Any] = {}
+    wants_context = False
+    for parameter in inspect.signature(func).parameters.values():
+        if parameter.name == "ctx":
+            wants_context = True
+            continue
+        if parameter.name not in hints:
+            raise TypeError(f"tool {tool_name}: parameter {parameter.name} needs a type hint")
+        default = ... if parameter.default is inspect.Parameter.empty else parameter.default
+        fields[parameter.name] = (hints[parameter.name], default)
+    model = create_model(
+        f"{tool_name}_arguments",
+        __config__=ConfigDict(extra="forbid"),
+        **fields,
+    )
+    text = description or inspect.getdoc(func) or ""
+    if not text:
+        raise ValueError(f"tool {tool_name} needs a description (a docstring)")
+    return Tool(tool_name, text.strip(), func, model, wants_context)
+
+
+def tool(
+    func: Callable[..., Awaitable[Any]] | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+) -> Any:
+    """Mark an async function as a tool. Usable bare (`@tool`) or with arguments."""
+
+    def mark(target: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        setattr(target, _MARK, _build(target, name, description))
+        return target
+
+    return mark(func) if func is not None else mark
+
+
+class ToolRegistry:
+    def __init__(self, tools: Iterable[Tool | Callable[..., Awaitable[Any]]] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        for item in tools:
+            self.add(item)
+
+    def add(self, item: Tool | Callable[..., Awaitable[Any]]) -> Tool:
+        found = item if isinstance(item, Tool) else getattr(item, _MARK, None)
+        if found is None:
+            found = _build(item, None, None)  # type: ignore[arg-type]
+        assert isinstance(found, Tool)
+        if found.name in self._tools and self._tools[found.name].func is not found.func:
+            raise ValueError(f"two tools are named {found.name!r}")
+        self._tools[found.name] = found
+        return found
+
+    def load_module(self, module_name: str) -> list[Tool]:
+        """Register every `@tool` function of an importable module."""
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise ValueError(f"TOOL_MODULES: cannot import {module_name!r} ({error})") from None
+        added = [
+            self.add(value)
+            for value in vars(module).values()
+            if callable(value) and isinstance(getattr(value, _MARK, None), Tool)
+        ]
+        if not added:
+            raise ValueError(f"TOOL_MODULES: module {module_name!r} defines no @tool function")
+        return added
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._tools)
+
+    def specs(self) -> list[ToolSpec]:
+        return [self._tools[name].spec() for name in self.names()]
+
+    def __len__(self) -> int:
+        return len(self._tools)
