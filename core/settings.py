@@ -49,6 +49,7 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
         validate_default=True,
+        env_ignore_empty=True,
     )
 
     # --- model gateway -------------------------------------------------------------

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command: sets up .venv from the locked dev requirements (once, and again when
+# they change), then runs the suite. The suite uses Redis at $REDIS_URL
+# (default redis://127.0.0.1:6379/0) and starts its own redis-server when none answers.
+#   bash tests/run.sh [pytest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.teambot-dev
+if [ ! -f "$stamp" ] || [ deploy/requirements-dev.lock -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r deploy/requirements-dev.lock
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+  touch "$stamp"
+fi
+exec .venv/bin/python -m pytest -q "$@"
