@@ -131,7 +131,8 @@ def test_extra_modules_load_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     folder = tmp_path
     (folder / "team_tools_example.py").write_text(
         "from core.tools import tool\n\n"
-        "@tool\nasync def ping(host: str) -> str:\n    '''Ping a host.'''\n    return 'pong ' + host\n"
+        "@tool\nasync def ping(host: str) -> str:\n"
+        "    '''Ping a host.'''\n    return 'pong ' + host\n"
     )
     monkeypatch.syspath_prepend(str(folder))
     reg = ToolRegistry(BUILTIN_TOOLS)
