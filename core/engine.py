@@ -535,12 +535,48 @@ class Engine:
         await self.memory.forget(key)
         await self.memory.invalidate_summaries(key)
 
+    async def forget_channel(self, key: ConversationKey) -> int:
+        """Erase every conversation in `key`'s channel; returns how many were erased."""
+        erased = await self.memory.forget_channel(key)
+        await self.memory.invalidate_summaries(key)
+        return erased
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The process's shared HTTP client (adapters use it to download attachments)."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
+        return self._http
+
     async def usage(self, tenant: str) -> UsageReport:
         from core.memory import _day
 
         return UsageReport(
             tenant, _day(), await self.memory.usage(tenant), self.settings.daily_budget_usd
         )
+
+    async def once(self, platform: str, event_id: str) -> bool:
+        """True the first time an event id is seen (for actions other than replies, which
+        dedupe themselves)."""
+        token = secrets.token_hex(8)
+        if not await self.memory.claim_event(platform, event_id, token):
+            return False
+        await self.memory.finish_event(platform, event_id, token)
+        return True
+
+    async def cache_get(self, namespace: str, ident: str) -> str | None:
+        """A small shared cache (e.g. display names), kept in Redis."""
+        return await self.memory.cache_get(namespace, ident)
+
+    async def cache_set(self, namespace: str, ident: str, value: str, ttl: int = 86_400) -> None:
+        await self.memory.cache_set(namespace, ident, value, ttl)
+
+    async def ready(self) -> bool:
+        """Can the engine serve? (Redis answers.)"""
+        try:
+            return await self.memory.ping()
+        except RedisError:
+            return False
 
     async def needs_import(self, key: ConversationKey) -> bool:
         return await self.memory.needs_import(key)

@@ -260,6 +260,17 @@ class Memory:
         pipe.set(self._k("imp", key), "forgotten", px=self.ttl_ms)
         await pipe.execute()
 
+    async def forget_channel(self, channel: ConversationKey) -> int:
+        """Erase every conversation of a channel (all its threads). Returns how many."""
+        base = ConversationKey(channel.platform, channel.workspace, channel.channel, "x")
+        pattern = f"{self.prefix}:h:{str(base)[: -len('x')]}*"
+        erased = 0
+        async for name in self.redis.scan_iter(match=pattern, count=500):
+            key = ConversationKey.parse(str(name)[len(f"{self.prefix}:h:") :])
+            await self.forget(key)
+            erased += 1
+        return erased
+
     # --- ordered lock ----------------------------------------------------------------
 
     @contextlib.asynccontextmanager

@@ -209,3 +209,15 @@ async def test_in_process_store_runs_the_same_code(
     assert await memory.claim_event("console", "e1", "t")
     assert not await memory.claim_event("console", "e1", "u")
     await memory.redis.aclose()
+
+
+async def test_forget_channel_erases_only_that_channel(memory: Memory) -> None:
+    a = ConversationKey("slack", "T1", "C1", "1.1")
+    b = ConversationKey("slack", "T1", "C1", "2.2")
+    c = ConversationKey("slack", "T1", "C10", "1.1")
+    d = ConversationKey("slack", "T2", "C1", "1.1")
+    for key in (a, b, c, d):
+        await memory.append(key, [ChatMessage.user("hi", "Ana")])
+    assert await memory.forget_channel(a) == 2
+    assert await memory.history(a) == [] and await memory.history(b) == []
+    assert len(await memory.history(c)) == 1 and len(await memory.history(d)) == 1
