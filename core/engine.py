@@ -571,6 +571,13 @@ class Engine:
     async def cache_set(self, namespace: str, ident: str, value: str, ttl: int = 86_400) -> None:
         await self.memory.cache_set(namespace, ident, value, ttl)
 
+    async def cooldown(self, namespace: str, ident: str, seconds: float) -> float:
+        """Per-user rate limiting shared by all processes: 0.0 if `ident` may act now (its
+        cooldown starts), otherwise the seconds it still has to wait."""
+        if seconds <= 0:
+            return 0.0
+        return await self.memory.cooldown(namespace, ident, seconds)
+
     async def ready(self) -> bool:
         """Can the engine serve? (Redis answers.)"""
         try:

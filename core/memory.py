@@ -454,5 +454,13 @@ class Memory:
         value = await self.redis.get(f"{self.prefix}:c:{namespace}:{ident}")
         return None if value is None else str(value)
 
+    async def cooldown(self, namespace: str, ident: str, seconds: float) -> float:
+        """0.0 if `ident` may act now (and starts its cooldown), else the seconds left."""
+        key = f"{self.prefix}:cd:{namespace}:{ident}"
+        if await self.redis.set(key, "1", nx=True, px=max(1, int(seconds * 1000))):
+            return 0.0
+        left = await self.redis.pttl(key)
+        return max(0.001, left / 1000) if left and left > 0 else 0.001
+
     async def cache_set(self, namespace: str, ident: str, value: str, ttl: int) -> None:
         await self.redis.set(f"{self.prefix}:c:{namespace}:{ident}", value, ex=ttl)

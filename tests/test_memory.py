@@ -221,3 +221,12 @@ async def test_forget_channel_erases_only_that_channel(memory: Memory) -> None:
     assert await memory.forget_channel(a) == 2
     assert await memory.history(a) == [] and await memory.history(b) == []
     assert len(await memory.history(c)) == 1 and len(await memory.history(d)) == 1
+
+
+async def test_cooldown_is_shared_and_expires(memory: Memory) -> None:
+    assert await memory.cooldown("ask", "U1", 0.3) == 0.0
+    left = await memory.cooldown("ask", "U1", 0.3)
+    assert 0 < left <= 0.3
+    assert await memory.cooldown("ask", "U2", 0.3) == 0.0
+    await asyncio.sleep(0.35)
+    assert await memory.cooldown("ask", "U1", 0.3) == 0.0
