@@ -236,9 +236,11 @@ class Engine:
             final = "The model declined to answer this message."
         if notes:
             final += "\n\n" + "\n".join(f"_{note}_" for note in notes)
-        await self.memory.append(key, [user_message, *turn.messages])
+        added = [user_message, *turn.messages]
+        await self.memory.append(key, added)
         await sink.finish(final)
-        await self._fold_if_needed(key)
+        # Fold now, while the user reads the answer, so the next turn starts within budget.
+        await self._fold_if_needed(key, [*history, *(m.for_storage() for m in added)], rolling)
         return Outcome.ANSWERED
 
     async def _user_message(self, incoming: Incoming) -> tuple[ChatMessage, list[str]]:
@@ -414,24 +416,25 @@ class Engine:
     async def _fitted_history(
         self, key: ConversationKey
     ) -> tuple[list[ChatMessage], RollingSummary | None]:
-        await self._fold_if_needed(key)
-        return await self.memory.history(key), await self.memory.rolling_summary(key)
+        """History and rolling summary, folded first if they outgrew the budget."""
+        history, rolling = await self.memory.history_and_summary(key)
+        return await self._fold_if_needed(key, history, rolling)
 
-    async def _fold_if_needed(self, key: ConversationKey) -> None:
+    async def _fold_if_needed(
+        self, key: ConversationKey, history: list[ChatMessage], rolling: RollingSummary | None
+    ) -> tuple[list[ChatMessage], RollingSummary | None]:
         """Fold the oldest history into the rolling summary once it outgrows the budget.
         If the summary route fails, history is kept whole (never silently cut)."""
-        history = await self.memory.history(key)
         budget = self.settings.history_token_budget
         target = int(budget * self.settings.history_fold_ratio)
-        fold, _keep = split_for_budget(history, budget, target)
+        fold, keep = split_for_budget(history, budget, target)
         if not fold:
-            return
-        rolling = await self.memory.rolling_summary(key)
+            return history, rolling
         try:
             text = await self.summarizer(key.tenant).fold(rolling.text if rolling else None, fold)
-        except (ProviderError, BudgetExceeded) as error:
+        except (ProviderError, BudgetExceeded, BrokenSummary) as error:
             log.warning("could not fold history of %s: %s", key, error)
-            return
+            return history, rolling
         summary = RollingSummary(
             text=text,
             folded=(rolling.folded if rolling else 0) + len(fold),
@@ -439,6 +442,8 @@ class Engine:
         )
         if not await self.memory.fold(key, fold[0], len(fold), summary):
             log.info("history of %s changed while folding; will fold next time", key)
+            return history, rolling
+        return keep, summary
 
     # --- summaries -----------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from redis.asyncio import Redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -178,6 +178,16 @@ def connect_redis(settings: Settings) -> Redis:
     )
 
 
+_HISTORY = TypeAdapter(list[ChatMessage])
+
+
+def _parse_history(raw: list[str]) -> list[ChatMessage]:
+    """Parse stored entries in one pass (pydantic-core parses the joined array natively)."""
+    if not raw:
+        return []
+    return _HISTORY.validate_json("[" + ",".join(raw) + "]")
+
+
 def _day(now: dt.datetime | None = None) -> str:
     return (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d")
 
@@ -214,7 +224,18 @@ class Memory:
 
     async def history(self, key: ConversationKey) -> list[ChatMessage]:
         raw = cast(list[str], await self.redis.lrange(self._k("h", key), 0, -1))
-        return [ChatMessage.model_validate_json(item) for item in raw]
+        return _parse_history(raw)
+
+    async def history_and_summary(
+        self, key: ConversationKey
+    ) -> tuple[list[ChatMessage], RollingSummary | None]:
+        """Both in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lrange(self._k("h", key), 0, -1)
+        pipe.get(self._k("rs", key))
+        raw, summary = await pipe.execute()
+        rolling = RollingSummary.model_validate_json(summary) if summary else None
+        return _parse_history(raw), rolling
 
     async def append(self, key: ConversationKey, messages: Sequence[ChatMessage]) -> int:
         if not messages:

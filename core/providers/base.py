@@ -290,7 +290,8 @@ class Provider(ABC):
                 )
             limit = self._timeouts.first_token if first else self._timeouts.idle
             try:
-                event = await asyncio.wait_for(anext(iterator), timeout=min(limit, remaining))
+                async with asyncio.timeout(min(limit, remaining)):
+                    event = await anext(iterator)
             except StopAsyncIteration:
                 return
             except TimeoutError:

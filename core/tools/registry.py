@@ -120,6 +120,7 @@ def tool(
 class ToolRegistry:
     def __init__(self, tools: Iterable[Tool | Callable[..., Awaitable[Any]]] = ()) -> None:
         self._tools: dict[str, Tool] = {}
+        self._specs: list[ToolSpec] | None = None
         for item in tools:
             self.add(item)
 
@@ -131,6 +132,7 @@ class ToolRegistry:
         if found.name in self._tools and self._tools[found.name].func is not found.func:
             raise ValueError(f"two tools are named {found.name!r}")
         self._tools[found.name] = found
+        self._specs = None
         return found
 
     def load_module(self, module_name: str) -> list[Tool]:
@@ -155,7 +157,9 @@ class ToolRegistry:
         return sorted(self._tools)
 
     def specs(self) -> list[ToolSpec]:
-        return [self._tools[name].spec() for name in self.names()]
+        if self._specs is None:
+            self._specs = [self._tools[name].spec() for name in self.names()]
+        return list(self._specs)
 
     def __len__(self) -> int:
         return len(self._tools)
