@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     memory_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
     history_max_messages: int = Field(default=10_000, ge=10)
     history_token_budget: int = Field(default=6000, ge=500)
-    history_fold_ratio: float = Field(default=0.5, gt=0.1, lt=1.0)
+    history_fold_ratio: float = Field(default=0.33, gt=0.1, lt=1.0)
     lock_ttl_seconds: float = Field(default=30.0, ge=1)
     dedupe_ttl_seconds: int = Field(default=24 * 3600, ge=60)
 

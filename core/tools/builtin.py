@@ -38,8 +38,7 @@ async def current_time(
 
 @tool
 async def summarize_conversation(ctx: ToolContext) -> str:
-    """A structured summary (TL;DR, decisions, action items, open questions) of this
-    whole conversation, including the parts too old to be in your context."""
+    """Summary of this whole conversation, including parts too old for your context."""
     return await ctx.summarize()
 
 

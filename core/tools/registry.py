@@ -99,7 +99,7 @@ def _build(func: Callable[..., Awaitable[Any]], name: str | None, description: s
     text = description or inspect.getdoc(func) or ""
     if not text:
         raise ValueError(f"tool {tool_name} needs a description (a docstring)")
-    return Tool(tool_name, text.strip(), func, model, wants_context)
+    return Tool(tool_name, " ".join(text.split()), func, model, wants_context)
 
 
 def tool(
