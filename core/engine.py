@@ -8,10 +8,12 @@ to memory → record usage.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Sequence
+import time
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -19,6 +21,8 @@ from typing import Any
 import httpx
 from redis.exceptions import RedisError
 
+from core import metrics
+from core.logs import bind
 from core.memory import Memory, RollingSummary, UsageRecord, connect_redis
 from core.providers.base import (
     Finish,
@@ -132,6 +136,8 @@ class Engine:
         self.router = router
         self.tools = tools
         self._http = http
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._draining = False
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -167,21 +173,56 @@ class Engine:
 
     # --- replies -----------------------------------------------------------------------
 
+    def spawn(self, work: Coroutine[Any, Any, Any], *, name: str | None = None) -> bool:
+        """Run background work (a reply, a summary) tracked for graceful shutdown.
+        Returns False, without running it, once the engine is draining."""
+        if self._draining:
+            work.close()
+            return False
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    @property
+    def accepting(self) -> bool:
+        """False once `drain()` started: adapters stop taking new events."""
+        return not self._draining
+
+    async def drain(self, grace: float = 20.0) -> None:
+        """Stop taking work, let replies in flight finish for up to `grace` seconds, then
+        cancel the rest (their users get a short "restarting" note)."""
+        self._draining = True
+        pending = set(self._tasks)
+        if pending:
+            log.info("draining %d task(s) in flight", len(pending))
+            _done, pending = await asyncio.wait(pending, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
     async def reply(self, incoming: Incoming, sink: ReplySink) -> Outcome:
         """Answer one message. Always ends the sink with `finish` or `fail`, except for
         a duplicate delivery, which is ignored."""
         platform = incoming.key.platform
+        bind(conversation=str(incoming.key), event_id=incoming.event_id, platform=platform)
         token = secrets.token_hex(8)
         try:
             if not await self.memory.claim_event(platform, incoming.event_id, token):
-                log.info("duplicate event %s ignored", incoming.event_id)
+                log.info("duplicate event ignored")
+                metrics.REPLIES.labels(platform, Outcome.DUPLICATE).inc()
                 return Outcome.DUPLICATE
         except RedisError as error:
             log.error("memory store unavailable: %s", error)
+            metrics.ERRORS.labels("memory").inc()
             await sink.fail(MEMORY_DOWN)
+            metrics.REPLIES.labels(platform, Outcome.FAILED).inc()
             return Outcome.FAILED
         delivered = False
         outcome = Outcome.FAILED
+        timed = _TimedSink(sink)
+        metrics.INFLIGHT.inc()
         try:
             async with self.memory.turn(
                 incoming.key,
@@ -189,22 +230,30 @@ class Engine:
                 extra_leases=[self.memory.event_key(platform, incoming.event_id)],
                 on_wait=lambda: sink.status("Waiting for my answer to the previous message…"),
             ):
-                outcome = await self._answer(incoming, sink)
+                timed.start()
+                outcome = await self._answer(incoming, timed)
                 delivered = True
+        except asyncio.CancelledError:
+            log.warning("reply cancelled (shutting down)")
+            delivered = await _safe_fail(sink, RESTARTING, shielded=True)
+            raise
         except RedisError as error:
-            log.error("memory store failed while answering %s: %s", incoming.event_id, error)
+            log.error("memory store failed while answering: %s", error)
+            metrics.ERRORS.labels("memory").inc()
             delivered = await _safe_fail(sink, MEMORY_DOWN)
         except Exception:
             error_id = secrets.token_hex(3)
-            log.exception(
-                "unexpected error answering %s (error id %s)", incoming.event_id, error_id
-            )
+            log.exception("unexpected error while answering (error id %s)", error_id)
+            metrics.ERRORS.labels("internal").inc()
             delivered = await _safe_fail(
                 sink,
                 f"Something went wrong on my side while answering (error {error_id}). "
                 "Please try again.",
             )
         finally:
+            metrics.INFLIGHT.dec()
+            metrics.REPLIES.labels(platform, outcome).inc()
+            timed.observe(platform)
             with contextlib.suppress(RedisError):
                 if delivered:
                     await self.memory.finish_event(platform, incoming.event_id, token)
@@ -226,6 +275,7 @@ class Engine:
         try:
             await self._converse(key, system, [*history, user_message], sink, context, turn)
         except (ProviderError, BudgetExceeded, BrokenSummary) as error:
+            metrics.ERRORS.labels(_error_class(error)).inc()
             await self.memory.append(key, [user_message, *turn.messages])
             await sink.fail(failure_message(error))
             return Outcome.FAILED
@@ -399,13 +449,11 @@ class Engine:
             raise BudgetExceeded(spent, budget)
 
     async def _record(self, tenant: str, route: str, target: Target, usage: Usage) -> None:
-        record = UsageRecord(
-            route,
-            target.model,
-            usage.input_tokens,
-            usage.output_tokens,
-            target.cost(usage.input_tokens, usage.output_tokens),
-        )
+        cost = target.cost(usage.input_tokens, usage.output_tokens)
+        record = UsageRecord(route, target.model, usage.input_tokens, usage.output_tokens, cost)
+        metrics.TOKENS.labels(route, target.model, "input").inc(usage.input_tokens)
+        metrics.TOKENS.labels(route, target.model, "output").inc(usage.output_tokens)
+        metrics.COST_USD.labels(route, target.model).inc(cost)
         try:
             await self.memory.record_usage(tenant, record)
         except RedisError as error:
@@ -622,9 +670,19 @@ def _incremental(
     return previous, new, covered
 
 
+RESTARTING = "I'm restarting, so I couldn't finish this answer. Please send your message again."
+
 MEMORY_DOWN = (
     "I can't reach my memory store right now, so I couldn't answer. Please try again in a minute."
 )
+
+
+def _error_class(error: Exception) -> str:
+    if isinstance(error, ProviderError):
+        return f"model_{error.category}"
+    if isinstance(error, BudgetExceeded):
+        return "budget"
+    return "summary_unreadable"
 
 
 def failure_message(error: Exception) -> str:
@@ -662,10 +720,55 @@ def failure_message(error: Exception) -> str:
     return "The AI service isn't answering right now. Please try again in a minute."
 
 
-async def _safe_fail(sink: ReplySink, message: str) -> bool:
+async def _safe_fail(sink: ReplySink, message: str, *, shielded: bool = False) -> bool:
+    """Deliver a failure message; False if even that failed. `shielded` lets it finish
+    while the reply is being cancelled (shutdown), within a few seconds."""
     try:
-        await sink.fail(message)
-    except Exception:
+        if shielded:
+            await asyncio.wait_for(asyncio.shield(sink.fail(message)), timeout=5)
+        else:
+            await sink.fail(message)
+    except (Exception, asyncio.CancelledError):
         log.exception("could not deliver the failure message either")
         return False
     return True
+
+
+class _TimedSink:
+    """Passes everything through; measures time to first text and to the end."""
+
+    def __init__(self, inner: ReplySink) -> None:
+        self.inner = inner
+        self.started: float | None = None
+        self.first: float | None = None
+        self.ended: float | None = None
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+
+    def observe(self, platform: str) -> None:
+        if self.started is None:
+            return
+        if self.first is not None:
+            metrics.FIRST_TOKEN_SECONDS.labels(platform).observe(self.first - self.started)
+        if self.ended is not None:
+            metrics.ANSWER_SECONDS.labels(platform).observe(self.ended - self.started)
+
+    async def status(self, text: str) -> None:
+        await self.inner.status(text)
+
+    async def append(self, delta: str) -> None:
+        if self.first is None:
+            self.first = time.monotonic()
+        await self.inner.append(delta)
+
+    async def reset(self) -> None:
+        await self.inner.reset()
+
+    async def finish(self, text: str) -> None:
+        self.ended = time.monotonic()
+        await self.inner.finish(text)
+
+    async def fail(self, message: str) -> None:
+        self.ended = time.monotonic()
+        await self.inner.fail(message)

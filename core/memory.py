@@ -34,6 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from core import metrics
 from core.settings import Settings
 from core.types import ChatMessage, ConversationKey
 
@@ -316,7 +317,11 @@ class Memory:
         leases = [f"{fifo}:a:{number}", *extra_leases]
         heartbeat = asyncio.create_task(self._heartbeat(ticket, leases))
         try:
-            await self._wait_turn(fifo, ticket, on_wait)
+            metrics.QUEUE_DEPTH.inc()
+            try:
+                await self._wait_turn(fifo, ticket, on_wait)
+            finally:
+                metrics.QUEUE_DEPTH.dec()
             yield ticket
         finally:
             heartbeat.cancel()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from core import metrics
 from core.providers.base import (
     ErrorKind,
     Event,
@@ -209,9 +210,11 @@ class Router:
                                 emitted = True
                             yield event
                     self.breaker.success(target)
+                    metrics.MODEL_CALLS.labels(route, target.name, "ok").inc()
                     return
                 except ProviderError as error:
                     last = error
+                    metrics.MODEL_CALLS.labels(route, target.name, error.category).inc()
                     log.warning(
                         "model call failed: target=%s attempt=%d kind=%s category=%s detail=%s",
                         target.name,

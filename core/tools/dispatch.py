@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from core import metrics
 from core.tools.registry import ToolContext, ToolError, ToolRegistry
 from core.types import ChatMessage, ToolCall
 
@@ -82,6 +83,11 @@ async def run_tool_calls(
 ) -> list[ChatMessage]:
     """One tool-result message per call, in the order of the calls."""
     results = await asyncio.gather(*(_run_one(c, registry, context, time_limit) for c in calls))
+    for call, result in zip(calls, results, strict=True):
+        outcome = "error" if result.startswith("Error:") else "ok"
+        metrics.TOOL_CALLS.labels(
+            call.name if registry.get(call.name) else "unknown", outcome
+        ).inc()
     return [
         ChatMessage.tool_result(call, _cap(result, max_chars))
         for call, result in zip(calls, results, strict=True)
