@@ -10,8 +10,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.teambot-run
 if [ ! -f "$stamp" ] || [ deploy/requirements.lock -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r deploy/requirements.lock
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+  bash deploy/install.sh .venv deploy/requirements.lock --editable
   touch "$stamp"
 fi
 exec .venv/bin/teambot "${@:-console}"

@@ -11,8 +11,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.teambot-dev
 if [ ! -f "$stamp" ] || [ deploy/requirements-dev.lock -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r deploy/requirements-dev.lock
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+  bash deploy/install.sh .venv deploy/requirements-dev.lock --editable
   touch "$stamp"
 fi
 exec .venv/bin/python -m pytest -q "$@"

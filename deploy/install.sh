@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The one install procedure for teambot, used by deploy/run.sh, tests/run.sh (and so CI)
+# and deploy/Dockerfile: the locked, hash-checked requirements, then teambot itself
+# without resolving anything else.
+#   bash deploy/install.sh VENV LOCKFILE [--editable]
+set -euo pipefail
+venv="$1"
+lock="$2"
+mode="${3:-}"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+pip=("$venv/bin/python" -m pip --disable-pip-version-check --quiet)
+"${pip[@]}" install --require-hashes --no-deps -r "$lock"
+if [ "$mode" = "--editable" ]; then
+  "${pip[@]}" install --no-deps --no-build-isolation -e "$root"
+else
+  "${pip[@]}" install --no-deps --no-build-isolation "$root"
+fi
