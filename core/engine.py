@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from core import metrics
 from core.logs import bind
-from core.memory import Memory, RollingSummary, UsageRecord, connect_redis
+from core.memory import AlreadyClaimed, Memory, RollingSummary, UsageRecord, connect_redis
 from core.providers.base import (
     Finish,
     ModelRequest,
@@ -208,17 +208,6 @@ class Engine:
         platform = incoming.key.platform
         bind(conversation=str(incoming.key), event_id=incoming.event_id, platform=platform)
         token = secrets.token_hex(8)
-        try:
-            if not await self.memory.claim_event(platform, incoming.event_id, token):
-                log.info("duplicate event ignored")
-                metrics.REPLIES.labels(platform, Outcome.DUPLICATE).inc()
-                return Outcome.DUPLICATE
-        except RedisError as error:
-            log.error("memory store unavailable: %s", error)
-            metrics.ERRORS.labels("memory").inc()
-            await sink.fail(MEMORY_DOWN)
-            metrics.REPLIES.labels(platform, Outcome.FAILED).inc()
-            return Outcome.FAILED
         delivered = False
         outcome = Outcome.FAILED
         timed = _TimedSink(sink)
@@ -227,12 +216,15 @@ class Engine:
             async with self.memory.turn(
                 incoming.key,
                 token=token,
-                extra_leases=[self.memory.event_key(platform, incoming.event_id)],
+                claim=self.memory.event_key(platform, incoming.event_id),
                 on_wait=lambda: sink.status("Waiting for my answer to the previous message…"),
             ):
                 timed.start()
                 outcome = await self._answer(incoming, timed)
                 delivered = True
+        except AlreadyClaimed:
+            log.info("duplicate event ignored")
+            outcome = Outcome.DUPLICATE
         except asyncio.CancelledError:
             log.warning("reply cancelled (shutting down)")
             delivered = await _safe_fail(sink, RESTARTING, shielded=True)
@@ -254,11 +246,15 @@ class Engine:
             metrics.INFLIGHT.dec()
             metrics.REPLIES.labels(platform, outcome).inc()
             timed.observe(platform)
-            with contextlib.suppress(RedisError):
-                if delivered:
-                    await self.memory.finish_event(platform, incoming.event_id, token)
-                else:
-                    await self.memory.release_event(platform, incoming.event_id, token)
+            if outcome is not Outcome.DUPLICATE:
+                # Answered or told why not: a redelivery is a duplicate. Nothing reached
+                # the user: release the claim so a redelivery is answered.
+                event = incoming.event_id
+                with contextlib.suppress(RedisError):
+                    if delivered:
+                        await self.memory.finish_event(platform, event, token)
+                    else:
+                        await self.memory.release_event(platform, event, token)
         return outcome
 
     async def _answer(self, incoming: Incoming, sink: ReplySink) -> Outcome:

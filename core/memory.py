@@ -38,7 +38,7 @@ from core import metrics
 from core.settings import Settings
 from core.types import ChatMessage, ConversationKey
 
-__all__ = ["Memory", "RollingSummary", "Ticket", "UsageRecord", "connect_redis"]
+__all__ = ["AlreadyClaimed", "Memory", "RollingSummary", "Ticket", "UsageRecord", "connect_redis"]
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,12 @@ redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
 return 1
 """
 
-# FIFO lock. Take a ticket and its lease atomically.
+# FIFO lock. Take a ticket and its lease atomically; with a claim key (KEYS[2]), only if
+# that event was not claimed before (returns 0 then: a duplicate delivery).
 _ENTER = """
+if #KEYS > 1 and not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[1]) then
+  return 0
+end
 local n = redis.call('HINCRBY', KEYS[1], 'tail', 1)
 redis.call('SET', KEYS[1] .. ':a:' .. n, ARGV[2], 'PX', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -130,6 +134,10 @@ _RELEASE_EVENT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+class AlreadyClaimed(Exception):
+    """The event was claimed before: a duplicate delivery."""
 
 
 class RollingSummary(BaseModel):
@@ -302,19 +310,22 @@ class Memory:
         *,
         on_wait: Callable[[], Awaitable[None]] | None = None,
         token: str | None = None,
-        extra_leases: Sequence[str] = (),
+        claim: str | None = None,
     ) -> AsyncIterator[Ticket]:
         """Wait for this conversation's turn in arrival order, hold it while the body runs.
 
-        The ticket's lease (and any `extra_leases`, e.g. an event claim) is renewed by a
-        heartbeat, so a long answer keeps its place and a crashed holder is skipped
-        once its lease runs out.
+        With `claim` (an event key), the event is claimed in the same step as the ticket
+        is taken; `AlreadyClaimed` is raised for a duplicate. The ticket's lease (and the
+        claim) is renewed by a heartbeat, so a long answer keeps its place, and a crashed
+        holder is skipped once its lease runs out.
         """
         fifo = self._k("q", key)
         token = token or secrets.token_hex(8)
-        number = await self._take_ticket(fifo, token)
+        number = await self._take_ticket(fifo, token, claim)
+        if number == 0:
+            raise AlreadyClaimed(claim)
         ticket = Ticket(key, number, token)
-        leases = [f"{fifo}:a:{number}", *extra_leases]
+        leases = [f"{fifo}:a:{number}", *([claim] if claim else [])]
         heartbeat = asyncio.create_task(self._heartbeat(ticket, leases))
         try:
             metrics.QUEUE_DEPTH.inc()
@@ -333,14 +344,16 @@ class Memory:
                 log.warning("could not release the turn of %s; its lease will expire", key)
             self._wake(fifo)
 
-    async def _take_ticket(self, fifo: str, token: str) -> int:
-        # Tickets of one conversation are taken one at a time (asyncio locks are fair),
-        # so messages that reached this process in order are answered in that order.
+    async def _take_ticket(self, fifo: str, token: str, claim: str | None) -> int:
+        # Tickets of one conversation are taken one at a time (asyncio locks are fair and
+        # nothing is awaited before this), so messages that reached this process in order
+        # are answered in that order.
         lock, users = self._entering.get(fifo, (asyncio.Lock(), 0))
         self._entering[fifo] = (lock, users + 1)
+        keys = [fifo, claim] if claim else [fifo]
         try:
             async with lock:
-                return int(await self._enter(keys=[fifo], args=[self.lease_ms, token, self.ttl_ms]))
+                return int(await self._enter(keys=keys, args=[self.lease_ms, token, self.ttl_ms]))
         finally:
             lock, users = self._entering[fifo]
             if users <= 1:
