@@ -109,6 +109,7 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
     slack_answer_bots: bool = False
+    slack_concurrency: int = Field(default=32, ge=1, le=1000)
 
     # --- Discord ----------------------------------------------------------------------
     discord_bot_token: SecretStr | None = None
@@ -118,6 +119,9 @@ class Settings(BaseSettings):
     discord_shard_count: int | None = Field(default=None, ge=1)
     discord_shard_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     discord_command_cooldown: float = Field(default=5.0, ge=0)
+    discord_message_content: bool = True
+    discord_edit_interval: float = Field(default=1.0, ge=0.05, le=30)
+    discord_summary_max_messages: int = Field(default=2000, ge=10, le=20_000)
 
     # --- operations -------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

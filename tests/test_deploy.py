@@ -21,9 +21,10 @@ def test_image_installs_with_the_script_ci_uses() -> None:
     assert "bash deploy/install.sh /opt/teambot deploy/requirements.lock" in dockerfile
     assert "USER 10001" in dockerfile
     assert "HEALTHCHECK" in dockerfile
-    assert "bash deploy/install.sh .venv deploy/requirements-dev.lock" in (
-        ROOT / "tests" / "run.sh"
-    ).read_text()
+    assert (
+        "bash deploy/install.sh .venv deploy/requirements-dev.lock"
+        in (ROOT / "tests" / "run.sh").read_text()
+    )
     assert "bash tests/run.sh" in (ROOT / ".ci" / "run").read_text()
 
 

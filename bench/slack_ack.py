@@ -1,0 +1,280 @@
+"""Slack adapter figures: how fast events are acknowledged, and how soon an answer starts.
+
+1. Event → first streamed text, one mention at a time, with a fake model that answers
+   instantly: the time from POSTing a signed `app_mention` to the bot's `chat.startStream`
+   (the first text a user sees) coming back from Slack. With an instant model this is the
+   adapter's and engine's whole overhead (Redis, names, status, one model round trip on
+   loopback, Slack calls).
+2. Ack latency at a steady rate (default 200 events/s, open loop: requests leave on a fixed
+   schedule whatever the answers do), for two kinds of traffic: channel messages the bot
+   does not answer (the pure ack path: signature check, Bolt, filter), and mentions it
+   answers (acks measured while the same process streams all those answers).
+
+The bot is the real `teambot slack --http` (`run_slack`) on loopback; the fake Slack Web API
+and the fake CometAPI each run in their own process, and the load comes from a thread of
+its own, so only the bot's work shares the measured event loop. Needs Redis at $REDIS_URL
+(default 127.0.0.1:6379; a `redis-server` on PATH is started when none answers).
+
+    .venv/bin/python bench/slack_ack.py [--rate 200] [--seconds 5] [--first-text 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+from _support import API_KEY, clean_prefix, fake_cometapi_process, percentile, redis_url
+
+from bots.slack.app import run_slack
+from bots.slack.bot import SlackBot
+from core.settings import load_settings
+
+TOKEN = "xoxb-bench-0000000000"
+TEAM = "T0000000001"
+ALICE = "U0ALICE0001"
+GENERAL = "C0GENERAL01"
+
+
+# --- the fake Slack in its own process ----------------------------------------------------------
+
+
+def _serve_slack(queue: Any, mentions: int) -> None:  # pragma: no cover - child process
+    from tests.fakes.slack_api import FakeSlack
+
+    async def main() -> None:
+        async with FakeSlack(bot_token=TOKEN, team_id=TEAM) as slack:
+            slack.add_user(ALICE, "alice", display_name="Alice")
+            slack.add_channel(GENERAL, "general", members=[ALICE])
+            stamps = [
+                slack.add_message(GENERAL, f"<@{slack.bot_user_id}> question {i}", user=ALICE)
+                for i in range(mentions)
+            ]
+            queue.put((slack.api_url, slack.signing_secret, stamps))
+            await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+@contextlib.contextmanager
+def fake_slack_process(mentions: int) -> Iterator[tuple[str, str, list[str]]]:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_serve_slack, args=(queue, mentions), daemon=True)
+    process.start()
+    try:
+        yield queue.get(timeout=60)
+    finally:
+        process.terminate()
+        process.join(5)
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """$REDIS_URL if it answers, else a throwaway redis-server on a free port."""
+    import redis
+
+    url = redis_url()
+    with contextlib.suppress(redis.RedisError):
+        if redis.Redis.from_url(url, socket_connect_timeout=1).ping():
+            yield url
+            return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit(f"No Redis at {url} and no redis-server on PATH.")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    workdir = tempfile.mkdtemp(prefix="teambot-bench-redis-")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(redis.RedisError):
+                if redis.Redis.from_url(url).ping():
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit("redis-server did not start")
+            time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(5)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- requests as Slack sends them ---------------------------------------------------------------
+
+
+class Requests:
+    def __init__(self, signing_secret: str) -> None:
+        from tests.fakes.slack_api import SlackPayloads, SlackSigner
+
+        self.payloads = SlackPayloads(team_id=TEAM)
+        self.signer = SlackSigner(signing_secret)
+
+    def mention(self, ts: str, i: int) -> tuple[bytes, dict[str, str]]:
+        text = f"<@{self.payloads.bot_user_id}> question {i}"
+        request = self.signer.json_request(self.payloads.app_mention(GENERAL, ALICE, text, ts=ts))
+        return request.body, request.headers
+
+    def chatter(self, i: int) -> tuple[bytes, dict[str, str]]:
+        envelope = self.payloads.message(GENERAL, ALICE, f"lunch plans, message {i}")
+        request = self.signer.json_request(envelope)
+        return request.body, request.headers
+
+
+def fire(url: str, requests: list[tuple[bytes, dict[str, str]]], rate: float) -> list[float]:
+    """Send `requests` at `rate` per second from a thread of its own (open loop); returns
+    each ack's latency in seconds, counted from its scheduled send time."""
+    out: list[float] = []
+
+    async def run() -> None:
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            loop = asyncio.get_running_loop()
+            start = loop.time() + 0.05
+
+            async def one(index: int, body: bytes, headers: dict[str, str]) -> None:
+                scheduled = start + index / rate
+                await asyncio.sleep(max(0.0, scheduled - loop.time()))
+                async with http.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"HTTP {response.status}")
+                out.append(loop.time() - scheduled)
+
+            await asyncio.gather(*(one(i, b, h) for i, (b, h) in enumerate(requests)))
+
+    thread = threading.Thread(target=lambda: asyncio.run(run()))
+    thread.start()
+    thread.join()
+    return out
+
+
+def line(label: str, values: list[float]) -> str:
+    ms = [v * 1000 for v in values]
+    return (
+        f"  {label:<34} p50 {percentile(ms, 50):7.2f} ms   p99 {percentile(ms, 99):7.2f} ms"
+        f"   max {max(ms):7.2f} ms   n={len(ms)}"
+    )
+
+
+async def bench(args: argparse.Namespace) -> None:
+    events = int(args.rate * args.seconds)
+    with (
+        redis_server() as redis,
+        fake_cometapi_process() as comet_url,
+        fake_slack_process(args.first_text + events) as (api_url, secret, stamps),
+    ):
+        prefix = f"teambot-bench-{uuid.uuid4().hex[:8]}"
+        settings = load_settings(
+            _env_file=None,
+            cometapi_api_key=API_KEY,
+            cometapi_base_url=comet_url,
+            redis_url=redis,
+            redis_key_prefix=prefix,
+            slack_bot_token=TOKEN,
+            slack_signing_secret=secret,
+            slack_api_url=api_url,
+        )
+        first_text: dict[str, float] = {}
+        arrived: dict[str, asyncio.Event] = {}
+        ready: asyncio.Future[tuple[SlackBot, int | None]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            run_slack(
+                settings,
+                http=True,
+                host="127.0.0.1",
+                port=0,
+                stop=stop,
+                started=lambda bot, port: ready.set_result((bot, port)),
+            )
+        )
+        async with clean_prefix(redis, prefix):
+            bot, port = await asyncio.wait_for(asyncio.shield(ready), 30)
+            url = f"http://127.0.0.1:{port}/slack/events"
+            start_stream = bot.client.chat_startStream
+
+            async def timed_start(**kwargs: Any) -> Any:
+                response = await start_stream(**kwargs)
+                thread = str(kwargs.get("thread_ts"))
+                first_text.setdefault(thread, time.perf_counter())
+                if thread in arrived:
+                    arrived[thread].set()
+                return response
+
+            bot.client.chat_startStream = timed_start  # type: ignore[method-assign]
+            requests = Requests(secret)
+
+            # 1. event -> first streamed text, one at a time
+            acks: list[float] = []
+            to_text: list[float] = []
+            async with aiohttp.ClientSession() as http:
+                for i, ts in enumerate(stamps[: args.first_text]):
+                    body, headers = requests.mention(ts, i)
+                    arrived[ts] = asyncio.Event()
+                    sent = time.perf_counter()
+                    async with http.post(url, data=body, headers=headers) as response:
+                        await response.read()
+                        acks.append(time.perf_counter() - sent)
+                    await asyncio.wait_for(arrived[ts].wait(), 10)
+                    to_text.append(first_text[ts] - sent)
+                    await bot.tasks.idle()
+            print(f"Event -> first streamed text, instant model, {args.first_text} mentions:")
+            print(line("ack (HTTP 200 back)", acks))
+            print(line("event -> chat.startStream done", to_text))
+
+            # 2. ack latency at a steady rate
+            loop = asyncio.get_running_loop()
+            chatter = [requests.chatter(i) for i in range(events)]
+            latencies = await loop.run_in_executor(None, fire, url, chatter, args.rate)
+            await bot.tasks.idle()
+            print(f"\nAck latency at {args.rate:g} events/s for {args.seconds:g} s:")
+            print(line("channel chatter (not answered)", latencies))
+
+            mentions = [requests.mention(ts, i) for i, ts in enumerate(stamps[args.first_text :])]
+            began = time.perf_counter()
+            latencies = await loop.run_in_executor(None, fire, url, mentions, args.rate)
+            await bot.tasks.idle()
+            drained = time.perf_counter() - began
+            answered = len(first_text) - args.first_text
+            print(line("mentions (each answered)", latencies))
+            print(
+                f"  {answered} of {len(mentions)} mentions answered (streamed) "
+                f"{drained:.1f} s after the first was sent"
+            )
+            stop.set()
+            await task
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=200.0, help="events per second")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each load run")
+    parser.add_argument("--first-text", type=int, default=100, help="sequential mentions")
+    args = parser.parse_args()
+    asyncio.run(bench(args))
+
+
+if __name__ == "__main__":
+    main()

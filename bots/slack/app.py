@@ -1,0 +1,382 @@
+"""`teambot slack`: the Bolt app, its HTTP endpoint or Socket Mode connection, and shutdown.
+
+* Socket Mode (`SLACK_APP_TOKEN` set, no `--http`): no public URL needed.
+* HTTP (`--http`): `POST /slack/events` takes the Events API, slash commands and
+  interactivity, each checked against `SLACK_SIGNING_SECRET` (forged or stale: 401);
+  `GET /healthz` says the process is up, `GET /readyz` that Redis answers and Slack
+  accepted the token.
+
+Listeners only hand work to `SlackBot`, which starts it in the background, so every
+request is acknowledged at once (`process_before_response=True` makes Bolt answer when the
+listener returns, and keeps Bolt from starting untracked tasks of its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.slack.bot import SHARE_ACTION, SUMMARIZE_SHORTCUT, SlackBot, parse_window
+from bots.slack.history import Identity
+from core.engine import Engine
+from core.settings import ConfigError, Settings
+
+__all__ = [
+    "SHUTDOWN_GRACE",
+    "SlackHttpServer",
+    "build_bolt_app",
+    "make_client",
+    "run_slack",
+    "whoami",
+]
+
+log = logging.getLogger(__name__)
+
+#: Seconds shutdown waits for answers in flight (Kubernetes gives 30 by default).
+SHUTDOWN_GRACE = 25.0
+EVENTS_PATH = "/slack/events"
+
+
+def retry_handlers() -> list[AsyncRetryHandler]:
+    """Connection resets, HTTP 429 (waits `Retry-After`), HTTP 500/503."""
+    return [
+        AsyncConnectionErrorRetryHandler(max_retry_count=2),
+        AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+        AsyncServerErrorRetryHandler(max_retry_count=2),
+    ]
+
+
+def make_client(settings: Settings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
+    """The process's one Web API client: bot token, `SLACK_API_URL`, retry handlers."""
+    settings.require("slack_bot_token")
+    assert settings.slack_bot_token is not None
+    base_url = settings.slack_api_url
+    if not base_url.endswith("/"):
+        base_url += "/"
+    return AsyncWebClient(
+        token=settings.slack_bot_token.get_secret_value(),
+        base_url=base_url,
+        session=session,
+        timeout=30,
+        retry_handlers=retry_handlers(),
+    )
+
+
+async def whoami(client: AsyncWebClient, bot_name: str) -> Identity:
+    """`auth.test`: the bot's ids; a refused token becomes a plain ConfigError."""
+    try:
+        response = await client.auth_test()
+    except SlackApiError as error:
+        code = error.response.get("error")
+        raise ConfigError(
+            f"Slack refused SLACK_BOT_TOKEN ({code}): check that it is the app's Bot User "
+            "OAuth Token (xoxb-...) and that the app is installed in the workspace."
+        ) from None
+    except (SlackClientError, aiohttp.ClientError, TimeoutError) as error:
+        raise ConfigError(f"Slack's Web API at SLACK_API_URL is unreachable: {error}.") from None
+    return Identity(
+        team_id=str(response.get("team_id") or ""),
+        bot_user_id=str(response.get("user_id") or ""),
+        bot_id=str(response.get("bot_id") or ""),
+        name=str(response.get("user") or bot_name),
+    )
+
+
+def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
+    """The Bolt app: signature checks (HTTP mode), self-event filtering, and listeners that
+    hand everything to `bot` and return."""
+    identity = bot.identity
+
+    async def authorize(enterprise_id: str | None, team_id: str | None) -> AuthorizeResult:
+        # The identity is known from auth.test at start-up: no Web API call per request,
+        # so the first event is acknowledged as fast as the others.
+        return AuthorizeResult(
+            enterprise_id=enterprise_id,
+            team_id=team_id or identity.team_id,
+            bot_user_id=identity.bot_user_id,
+            bot_id=identity.bot_id,
+            bot_token=bot.client.token,
+        )
+
+    bolt_logger = logging.getLogger("teambot.slack.bolt")
+    # Given the process's client and `authorize`, Bolt warns that a token (the client's, or
+    # SLACK_BOT_TOKEN read from the environment) is unused: expected here, and confusing.
+    unused_token = _DropMessages("`token` will be unused", "will be ignored")
+    bolt_logger.addFilter(unused_token)
+    try:
+        app = AsyncApp(
+            client=bot.client,
+            authorize=authorize,
+            signing_secret=signing_secret or "",
+            request_verification_enabled=signing_secret is not None,
+            process_before_response=True,
+            attaching_conversation_kwargs_enabled=False,
+            logger=bolt_logger,
+        )
+    finally:
+        bolt_logger.removeFilter(unused_token)
+
+    def team(body: dict[str, Any], context: dict[str, Any]) -> str:
+        found = context.get("team_id") or body.get("team_id") or (body.get("team") or {}).get("id")
+        return str(found or bot.identity.team_id)
+
+    @app.event("app_mention")
+    async def on_mention(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
+        bot.on_app_mention(event, team(body, context))
+
+    @app.event("message")
+    async def on_message(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
+        bot.on_message(event, team(body, context))
+
+    @app.command("/summarize")
+    async def on_summarize(
+        ack: Callable[..., Awaitable[None]],
+        command: dict[str, Any],
+        respond: Callable[..., Awaitable[Any]],
+        context: Any,
+    ) -> None:
+        try:
+            window = parse_window(str(command.get("text") or ""))
+        except ValueError as error:
+            await ack(text=str(error), response_type="ephemeral")
+            return
+        where = f"<#{window.channel}>" if window.channel else "this conversation"
+        await ack(text=f"Reading {where} ({window.label})…", response_type="ephemeral")
+        bot.spawn(
+            bot.summarize_channel(
+                team(command, context),
+                str(command["user_id"]),
+                str(command["channel_id"]),
+                window,
+                respond,
+                asked_from_name=str(command.get("channel_name") or ""),
+            ),
+            name=f"slack:/summarize:{command['channel_id']}",
+            respond=respond,
+        )
+
+    @app.command("/forget")
+    async def on_forget(
+        ack: Callable[..., Awaitable[None]],
+        command: dict[str, Any],
+        respond: Callable[..., Awaitable[Any]],
+        context: Any,
+    ) -> None:
+        await ack()
+        bot.spawn(
+            bot.forget_channel(team(command, context), str(command["channel_id"]), respond),
+            name=f"slack:/forget:{command['channel_id']}",
+            respond=respond,
+        )
+
+    @app.shortcut(SUMMARIZE_SHORTCUT)
+    async def on_shortcut(
+        ack: Callable[..., Awaitable[None]],
+        shortcut: dict[str, Any],
+        respond: Callable[..., Awaitable[Any]],
+        context: Any,
+    ) -> None:
+        await ack()
+        message = shortcut.get("message") or {}
+        channel = str((shortcut.get("channel") or {}).get("id") or "")
+        root = str(message.get("thread_ts") or message.get("ts") or shortcut.get("message_ts"))
+        bot.spawn(
+            bot.summarize_thread(team(shortcut, context), channel, root, respond=respond),
+            name=f"slack:shortcut:{channel}:{root}",
+            respond=respond,
+        )
+
+    @app.action(SHARE_ACTION)
+    async def on_share(
+        ack: Callable[..., Awaitable[None]],
+        body: dict[str, Any],
+        action: dict[str, Any],
+        respond: Callable[..., Awaitable[Any]],
+    ) -> None:
+        await ack()
+        user = str((body.get("user") or {}).get("id") or "")
+        bot.spawn(
+            bot.share_summary(str(action.get("value") or ""), user, respond),
+            name="slack:share-summary",
+            respond=respond,
+        )
+
+    return app
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, *fragments: str) -> None:
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(fragment in message for fragment in self.fragments)
+
+
+class SlackHttpServer:
+    """aiohttp server for HTTP mode: `/slack/events`, `/healthz`, `/readyz`."""
+
+    def __init__(self, app: AsyncApp, bot: SlackBot, *, path: str = EVENTS_PATH) -> None:
+        self.app = app
+        self.bot = bot
+        self.draining = False
+        self.web = web.Application(client_max_size=2 * 1024 * 1024)
+        self.web.add_routes(
+            [
+                web.post(path, self._events),
+                web.get("/healthz", self._health),
+                web.get("/readyz", self._ready),
+            ]
+        )
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def _events(self, request: web.Request) -> web.Response:
+        if self.draining:
+            # Not acknowledged, so Slack delivers it again (to another replica, or to this
+            # one once it is back) rather than losing it.
+            return web.json_response({"error": "shutting down"}, status=503)
+        bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(bolt_response)
+
+    async def _health(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _ready(self, _request: web.Request) -> web.Response:
+        if self.draining:
+            return web.json_response({"status": "shutting down"}, status=503)
+        if not await self.bot.engine.ready():
+            return web.json_response({"status": "memory store unavailable"}, status=503)
+        return web.json_response({"status": "ready", "in_flight": len(self.bot.tasks)})
+
+    async def start(self, host: str, port: int) -> int:
+        runner = web.AppRunner(self.web, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._runner = runner
+        address = runner.addresses[0]
+        self.port = int(address[1])
+        return self.port
+
+    async def stop(self) -> None:
+        self.draining = True
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+async def run_slack(
+    settings: Settings,
+    *,
+    http: bool = False,
+    host: str = "0.0.0.0",
+    port: int = 3000,
+    stop: asyncio.Event | None = None,
+    started: Callable[[SlackBot, int | None], None] | None = None,
+) -> int:
+    """Run until SIGINT/SIGTERM (or `stop` is set); then wait for answers in flight.
+
+    `started(bot, port)` is called once serving (tests use it with `stop`)."""
+    settings.require("slack_bot_token")
+    if http:
+        settings.require("slack_signing_secret")
+    elif settings.slack_app_token is None or not settings.slack_app_token.get_secret_value():
+        raise ConfigError(
+            "SLACK_APP_TOKEN is not set: set it (xapp-..., with connections:write) to use "
+            "Socket Mode, or run `teambot slack --http` with SLACK_SIGNING_SECRET."
+        )
+    stop = stop or asyncio.Event()
+    # The Markdown parser logs every block rule it tries at DEBUG: keep LOG_LEVEL=DEBUG useful.
+    logging.getLogger("markdown_it").setLevel(max(logging.INFO, logging.getLogger().level))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stop.set)
+
+    engine = await Engine.start(settings)
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+    try:
+        client = make_client(settings, session)
+        identity = await whoami(client, settings.bot_name)
+        bot = SlackBot(settings, engine, client, identity)
+        if http:
+            assert settings.slack_signing_secret is not None
+            app = build_bolt_app(
+                bot, signing_secret=settings.slack_signing_secret.get_secret_value()
+            )
+            server = SlackHttpServer(app, bot)
+            try:
+                bound = await server.start(host, port)
+            except OSError as error:
+                raise ConfigError(f"Cannot listen on {host}:{port}: {error.strerror}.") from None
+            log.info("serving Slack events on http://%s:%d%s", host, bound, EVENTS_PATH)
+            if started is not None:
+                started(bot, bound)
+            await stop.wait()
+            # New events get 503 (Slack retries them), /readyz says so; answers in flight
+            # are finished before the port closes.
+            server.draining = True
+            await bot.shutdown(SHUTDOWN_GRACE)
+            await server.stop()
+        else:
+            assert settings.slack_app_token is not None
+            app = build_bolt_app(bot, signing_secret=None)
+            handler = await connect_socket_mode(
+                app, client, settings.slack_app_token.get_secret_value()
+            )
+            log.info("connected to Slack in Socket Mode as %s", identity.name)
+            if started is not None:
+                started(bot, None)
+            try:
+                await stop.wait()
+            finally:
+                # Stop taking events first, then let the answers in flight finish.
+                await handler.close_async()  # type: ignore[no-untyped-call]
+                await bot.shutdown(SHUTDOWN_GRACE)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signum)
+        await session.close()
+        await engine.close()
+    return 0
+
+
+async def connect_socket_mode(
+    app: AsyncApp, client: AsyncWebClient, app_token: str
+) -> AsyncSocketModeHandler:
+    """Open the Socket Mode connection. The first WebSocket URL is asked for here, so a bad
+    app token is a clear error at start-up rather than endless reconnect attempts."""
+    try:
+        opened = await client.apps_connections_open(app_token=app_token)
+    except SlackApiError as error:
+        code = error.response.get("error")
+        raise ConfigError(
+            f"Slack refused SLACK_APP_TOKEN ({code}): it must be an app-level token "
+            "(xapp-...) with the connections:write scope, and Socket Mode must be on."
+        ) from None
+    handler = AsyncSocketModeHandler(app, app_token, web_client=client)
+    handler.client.wss_uri = str(opened["url"])
+    await handler.connect_async()  # type: ignore[no-untyped-call]
+    return handler

@@ -1,0 +1,686 @@
+"""What the Slack bot does with each event, command and shortcut.
+
+Every entry point (`on_*`) returns at once: it only decides whether there is work and
+starts it as a tracked background task, so Bolt acknowledges Slack's request within
+milliseconds and shutdown can wait for the work in flight.
+
+Conversations (one `ConversationKey` per Slack thread):
+
+* a mention in a channel is answered in the thread (a top-level mention starts a thread
+  under it); the bot then follows that thread and answers later messages there without a
+  mention;
+* a direct message is answered in a thread under it, and that thread is the conversation
+  (the same rule as in channels: Slack's stream API replies in threads, and it is how
+  Slack presents AI apps' DMs: one thread per chat);
+* the bot's own messages are never answered, other bots' only with `SLACK_ANSWER_BOTS`,
+  and then only when they mention or DM the bot (two bots that follow each other's
+  threads would talk forever).
+
+The message identity `channel:ts` is the engine's event id, so the `app_mention` and
+`message` deliveries of one mention, and Slack's retries, give one reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import secrets
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import SecretStr
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.slack.format import split_markdown, to_mrkdwn
+from bots.slack.history import (
+    Directory,
+    Identity,
+    SlackReader,
+    file_attachments,
+    is_conversation_message,
+    is_own,
+)
+from bots.slack.sink import STREAM_INTERVAL, UPDATE_INTERVAL, Pacer, SlackReplySink
+from core.engine import Engine, Outcome
+from core.logs import bind, log_context
+from core.settings import Settings
+from core.sink import CollectingSink
+from core.types import Author, ConversationKey, Incoming
+
+__all__ = [
+    "SHARE_ACTION",
+    "SUMMARIZE_SHORTCUT",
+    "SlackBot",
+    "TaskTracker",
+    "Window",
+    "parse_command",
+    "parse_window",
+]
+
+log = logging.getLogger(__name__)
+
+SUMMARIZE_SHORTCUT = "summarize_thread"
+SHARE_ACTION = "share_summary"
+DEFAULT_HOURS = 24.0
+MAX_HOURS = 24.0 * 7
+
+Respond = Callable[..., Awaitable[Any]]
+
+HELP = (
+    "*What I can do*\n"
+    "• Mention me in a channel and I answer in a thread; after that I follow the thread, "
+    "no mention needed.\n"
+    "• Send me a direct message: each message starts a conversation in its own thread.\n"
+    "• `@{name} summarize` in a thread, or the *Summarize thread* message shortcut: "
+    "a summary of the whole thread.\n"
+    "• `/summarize [#channel] [hours]`: a summary of a channel's recent messages "
+    "(24 h by default), shown only to you until you share it.\n"
+    "• `@{name} forget` in a thread, or `/forget` in a channel or DM: I erase what I "
+    "remember of it."
+)
+
+
+class TaskTracker:
+    """Background work started by events: every task is kept until it ends, so shutdown
+    can wait for what is in flight (and cancel what outlives the grace period)."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None] | None:
+        if self.closed:
+            work.close()
+            log.warning("shutting down: %s not started", name)
+            return None
+        task = asyncio.create_task(self._guard(work, name), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @staticmethod
+    async def _guard(work: Coroutine[Any, Any, None], name: str) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            log.warning("%s was cancelled", name)
+            raise
+        except Exception:
+            log.exception("%s failed", name)
+
+    async def drain(self, grace: float) -> int:
+        """Stop accepting work and wait up to `grace` s; returns how many were cancelled."""
+        self.closed = True
+        pending = set(self._tasks)
+        if not pending:
+            return 0
+        _done, late = await asyncio.wait(pending, timeout=grace)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.gather(*late, return_exceptions=True)
+        return len(late)
+
+    async def idle(self) -> None:
+        """Wait until no task is running (tests, benchmarks)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+_COMMANDS = {
+    "summarize": "summarize",
+    "summarise": "summarize",
+    "summary": "summarize",
+    "tldr": "summarize",
+    "tl;dr": "summarize",
+    "forget": "forget",
+    "help": "help",
+}
+_FILLER = frozenset(
+    {"this", "the", "thread", "conversation", "please", "pls", "it", "everything", "up", "now"}
+)
+
+
+def parse_command(text: str) -> str | None:
+    """`summarize`, `forget` or `help` when the whole message is that command (with a few
+    filler words: "summarize this thread please"); None for anything else."""
+    words = re.findall(r"[a-z;']+", text.lower())
+    if not words or len(words) > 5:
+        return None
+    command = _COMMANDS.get(words[0])
+    if command and all(word in _FILLER for word in words[1:]):
+        return command
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """What `/summarize` was asked for."""
+
+    channel: str | None
+    hours: float
+
+    @property
+    def label(self) -> str:
+        hours = f"{self.hours:g}"
+        return f"last {hours} hour{'s' if self.hours != 1 else ''}"
+
+
+SUMMARIZE_USAGE = (
+    "Usage: `/summarize [#channel] [hours]`, e.g. `/summarize`, `/summarize 8` or "
+    "`/summarize #design 48`. Hours default to 24, at most 168 (a week)."
+)
+
+_CHANNEL_REF = re.compile(r"^<#([CGD][A-Z0-9]+)(?:\|[^>]*)?>$")
+_AMOUNT = re.compile(r"^(\d+(?:\.\d+)?)(h|hr|hrs|hours?|d|days?)?$", re.IGNORECASE)
+
+
+def parse_window(text: str) -> Window:
+    """Parse `/summarize`'s text; ValueError with a message for the user."""
+    channel: str | None = None
+    hours: float | None = None
+    tokens = text.split()
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        index += 1
+        ref = _CHANNEL_REF.match(token)
+        if ref and channel is None:
+            channel = ref.group(1)
+            continue
+        if re.fullmatch(r"[CGD][A-Z0-9]{8,}", token) and channel is None:
+            channel = token
+            continue
+        amount = _AMOUNT.match(token)
+        if amount and hours is None:
+            value, unit = float(amount.group(1)), (amount.group(2) or "").lower()
+            if (
+                not unit
+                and index < len(tokens)
+                and re.fullmatch(r"(h|hr|hrs|hours?|d|days?)", tokens[index], re.IGNORECASE)
+            ):
+                unit = tokens[index].lower()
+                index += 1
+            hours = value * 24 if unit.startswith("d") else value
+            continue
+        if token.startswith("#"):
+            raise ValueError(
+                f"I couldn't find the channel {token}. Pick it from Slack's suggestions as "
+                "you type, so it becomes a link."
+            )
+        raise ValueError(SUMMARIZE_USAGE)
+    if hours is None:
+        hours = DEFAULT_HOURS
+    if not 0 < hours <= MAX_HOURS:
+        raise ValueError(f"I can summarize from a few minutes up to {MAX_HOURS:g} hours back.")
+    return Window(channel, hours)
+
+
+# --- the bot --------------------------------------------------------------------------------
+
+
+class SlackBot:
+    """The Slack side of teambot for one workspace (one bot token)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        client: AsyncWebClient,
+        identity: Identity,
+        *,
+        stream_interval: float = STREAM_INTERVAL,
+        update_interval: float = UPDATE_INTERVAL,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.client = client
+        self.identity = identity
+        self.stream_interval = stream_interval
+        self.update_interval = update_interval
+        self.tasks = TaskTracker()
+        self.pacer = Pacer()
+        self.directory = Directory(client, engine.cache_get, engine.cache_set, identity.team_id)
+        self.reader = SlackReader(client, self.directory, identity)
+        self._in_flight: set[str] = set()
+        # Backpressure: a burst of events is acknowledged at once but worked on a bounded
+        # number at a time, in arrival order (Redis pool, Slack's rate limits).
+        self._slots = asyncio.Semaphore(settings.slack_concurrency)
+        self._import_locks: weakref.WeakValueDictionary[ConversationKey, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        self._token = settings.slack_bot_token or SecretStr("")
+
+    # --- events (return at once) ------------------------------------------------------
+
+    def on_app_mention(self, event: Mapping[str, Any], team_id: str) -> None:
+        if not self._wanted(event, addressed=True):
+            return
+        self._start(event, team_id, addressed=True)
+
+    def on_message(self, event: Mapping[str, Any], team_id: str) -> None:
+        subtype = event.get("subtype")
+        if subtype in ("message_changed", "message_deleted"):
+            channel = str(event.get("channel") or "")
+            if channel:
+                key = ConversationKey("slack", team_id, channel, "-")
+                self.tasks.spawn(
+                    self.engine.invalidate_summaries(key), name=f"invalidate:{channel}"
+                )
+            return
+        if not is_conversation_message(event) or not event.get("ts") or not event.get("channel"):
+            return
+        is_dm = event.get("channel_type") == "im"
+        if is_dm:
+            if self._wanted(event, addressed=True):
+                self._start(event, team_id, addressed=True)
+            return
+        if f"<@{self.identity.bot_user_id}" in str(event.get("text") or ""):
+            return  # a mention: its app_mention delivery answers it
+        thread_ts = event.get("thread_ts")
+        if not thread_ts or thread_ts == event.get("ts"):
+            return  # a top-level channel message not addressed to the bot
+        if not self._wanted(event, addressed=False):
+            return
+        self._start(event, team_id, addressed=False)
+
+    def _wanted(self, event: Mapping[str, Any], *, addressed: bool) -> bool:
+        if is_own(event, self.identity):
+            return False
+        is_bot = bool(event.get("bot_id")) or event.get("subtype") == "bot_message"
+        if is_bot:
+            return addressed and self.settings.slack_answer_bots
+        return bool(event.get("user"))
+
+    def _start(self, event: Mapping[str, Any], team_id: str, *, addressed: bool) -> None:
+        channel, ts = str(event["channel"]), str(event["ts"])
+        message_id = f"{channel}:{ts}"
+        if message_id in self._in_flight:
+            log.info("duplicate delivery of %s ignored", message_id)
+            return
+        self._in_flight.add(message_id)
+        event = dict(event)
+
+        async def work() -> None:
+            try:
+                async with self._slots:
+                    await self._handle(event, team_id, addressed=addressed)
+            finally:
+                self._in_flight.discard(message_id)
+
+        self.tasks.spawn(work(), name=f"slack:{message_id}")
+
+    async def _handle(self, event: dict[str, Any], team_id: str, *, addressed: bool) -> None:
+        channel, ts = str(event["channel"]), str(event["ts"])
+        root = str(event.get("thread_ts") or ts)
+        key = ConversationKey("slack", team_id, channel, root)
+        token = bind(conversation=str(key), message=f"{channel}:{ts}")
+        engaged = addressed  # is the bot part of this exchange (so an error must be told)?
+        try:
+            if not addressed:
+                if not await self.is_following(key):
+                    return
+                engaged = True
+            else:
+                command = parse_command(await self.reader.plain_text(event, addressed=True))
+                if command == "summarize":
+                    await self.summarize_thread(team_id, channel, root, before=ts)
+                    return
+                if command == "forget":
+                    await self.forget_thread(key)
+                    return
+                if command == "help":
+                    await self._post(channel, root, HELP.format(name=self.identity.name))
+                    return
+                await self.follow(key)
+            await self._answer(event, key, team_id, addressed=addressed)
+        except Exception:
+            # Memory or Slack failed before the engine took over: say so, never silence.
+            error_id = secrets.token_hex(3)
+            log.exception("could not handle %s:%s (error %s)", channel, ts, error_id)
+            if engaged:
+                with contextlib.suppress(Exception):
+                    await self._post(channel, root, _oops(error_id))
+        finally:
+            log_context.reset(token)
+
+    async def _answer(
+        self, event: dict[str, Any], key: ConversationKey, team_id: str, *, addressed: bool
+    ) -> None:
+        channel, ts = str(event["channel"]), str(event["ts"])
+        user = str(event.get("user") or "")
+        sink = self._sink(
+            channel,
+            key.thread,
+            user=user or None,
+            team=str(event.get("user_team") or event.get("team") or team_id),
+        )
+        await sink.start()
+        try:
+            await self._import_once(key, channel, before=ts)
+            text = await self.reader.plain_text(event, addressed=addressed)
+            author_id, name, is_bot = await self.reader.speaker(event)
+        except Exception:
+            log.exception("could not read message %s:%s", channel, ts)
+            await sink.fail("I couldn't read this message from Slack. Please try again.")
+            return
+        files = [f for f in event.get("files") or [] if isinstance(f, dict)]
+        incoming = Incoming(
+            key=key,
+            event_id=f"{channel}:{ts}",
+            author=Author(author_id, name, is_bot),
+            text=text,
+            attachments=file_attachments(
+                files,
+                self.engine.http,
+                self._token.get_secret_value(),
+                api_url=self.settings.slack_api_url,
+                max_bytes=self.settings.max_attachment_bytes,
+            ),
+            message_id=ts,
+            ts=float(ts),
+        )
+        outcome = await self.engine.reply(incoming, sink)
+        if outcome is Outcome.DUPLICATE:
+            await sink.abandon()
+
+    async def _import_once(self, key: ConversationKey, channel: str, *, before: str) -> None:
+        """First contact with an existing thread: its earlier messages become memory, once."""
+        if key.thread == before:
+            return  # a new thread: nothing came before
+        lock = self._import_locks.get(key)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._import_locks[key] = lock
+        async with lock:
+            if not await self.engine.needs_import(key):
+                return
+            try:
+                raw = await self.reader.thread(channel, key.thread, before=before)
+            except SlackApiError as error:
+                log.warning("could not read thread %s: %s", key, error.response.get("error"))
+                return
+            history = await self.reader.chat_messages(raw)
+            await self.engine.import_history(key, history)
+            log.info("imported %d earlier messages of %s", len(history), key)
+
+    # --- following threads ------------------------------------------------------------
+
+    def _thread_ident(self, key: ConversationKey) -> str:
+        return f"{key.workspace}:{key.channel}:{key.thread}"
+
+    async def follow(self, key: ConversationKey) -> None:
+        ttl = self.settings.memory_ttl_seconds
+        await self.engine.cache_set("slack-follow", self._thread_ident(key), f"{time.time()}", ttl)
+
+    async def unfollow(self, key: ConversationKey) -> None:
+        ttl = self.settings.memory_ttl_seconds
+        await self.engine.cache_set("slack-follow", self._thread_ident(key), "0", ttl)
+
+    async def is_following(self, key: ConversationKey) -> bool:
+        since = await self.engine.cache_get("slack-follow", self._thread_ident(key))
+        if since in (None, "0"):
+            return False
+        forgot = await self.engine.cache_get("slack-forgot", f"{key.workspace}:{key.channel}")
+        try:
+            return forgot is None or float(since or 0) > float(forgot)
+        except ValueError:
+            return False
+
+    # --- summaries ------------------------------------------------------------------------
+
+    async def summarize_thread(
+        self,
+        team_id: str,
+        channel: str,
+        root: str,
+        *,
+        before: str | None = None,
+        respond: Respond | None = None,
+    ) -> None:
+        """Summary of a whole thread (read once, paginated), posted in the thread."""
+        sink = self._sink(channel, root, stream=False)
+        if respond is None:
+            await sink.start()  # asked in the thread: the bot is there, show it is working
+        try:
+            raw = await self.reader.thread(channel, root, before=before)
+        except SlackApiError as error:
+            code = error.response.get("error")
+            message = _read_refusal(code, self.identity.name)
+            log.info("thread %s/%s not readable: %s", channel, root, code)
+            if respond is not None:
+                await sink.abandon()
+                await respond(text=message, response_type="ephemeral", replace_original=False)
+            else:
+                await sink.fail(message)
+            return
+        messages = await self.reader.chat_messages(raw, transcript=True)
+        scope = ConversationKey("slack", team_id, channel, f"{root}#summary")
+        await self.engine.summarize(scope, messages, sink, heading="Thread summary")
+
+    async def summarize_channel(
+        self,
+        team_id: str,
+        user_id: str,
+        asked_from: str,
+        window: Window,
+        respond: Respond,
+        *,
+        asked_from_name: str = "",
+    ) -> None:
+        """`/summarize`: the channel's recent messages, thread replies included; the result
+        is shown only to the asker, with a button to share it."""
+        channel = window.channel or asked_from
+        try:
+            access = await self.reader.access(
+                user_id, channel, asked_from=asked_from, asked_from_name=asked_from_name
+            )
+        except SlackApiError as error:
+            await respond(
+                text=_read_refusal(error.response.get("error"), self.identity.name),
+                replace_original=True,
+            )
+            return
+        if not access.allowed:
+            await respond(text=access.reason, replace_original=True)
+            return
+        where = f"<#{channel}>" if not channel.startswith("D") else "this conversation"
+        oldest = time.time() - window.hours * 3600
+        try:
+            raw, notes = await self.reader.channel_window(channel, oldest)
+        except SlackApiError as error:
+            await respond(
+                text=_read_refusal(error.response.get("error"), self.identity.name),
+                replace_original=True,
+            )
+            return
+        messages = await self.reader.chat_messages(raw, transcript=True)
+        if not messages:
+            await respond(
+                text=f"Nothing was said in {where} in the {window.label}.", replace_original=True
+            )
+            return
+        scope = ConversationKey("slack", team_id, channel, f"#window:{window.hours:g}h")
+        collected = CollectingSink()
+        title = f"#{access.name} — {window.label}" if not channel.startswith("D") else window.label
+        markdown = await self.engine.summarize(scope, messages, collected, heading=title)
+        if markdown is None:
+            await respond(
+                text=f":warning: {collected.error or collected.text}", replace_original=True
+            )
+            return
+        if notes:
+            markdown += "\n\n" + " ".join(f"_{note}_" for note in notes)
+        share_id = secrets.token_urlsafe(12)
+        record = json.dumps({"channel": channel, "markdown": markdown, "user": user_id})
+        await self.engine.cache_set("slack-summary", share_id, record, 24 * 3600)
+        await respond(
+            text=to_mrkdwn(markdown),
+            blocks=summary_blocks(markdown, share_id=share_id),
+            response_type="ephemeral",
+            replace_original=True,
+        )
+
+    async def share_summary(self, share_id: str, user_id: str, respond: Respond) -> None:
+        """The asker chose to share their `/summarize` result in the channel."""
+        raw = await self.engine.cache_get("slack-summary", share_id)
+        if raw is None:
+            await respond(
+                text="This summary has expired. Run `/summarize` again.", replace_original=False
+            )
+            return
+        record = json.loads(raw)
+        if record.get("user") != user_id:
+            # Only the asker saw it (it was ephemeral); nobody else may publish it.
+            await respond(text="Only the person who asked for this summary can share it.")
+            return
+        markdown = f"{record['markdown']}\n\n_Shared by <@{user_id}> with /summarize_"
+        try:
+            await self._post(record["channel"], None, markdown)
+        except SlackApiError as error:
+            await respond(
+                text=_read_refusal(error.response.get("error"), self.identity.name),
+                replace_original=False,
+            )
+            return
+        await respond(delete_original=True)
+
+    # --- forgetting -------------------------------------------------------------------------
+
+    async def forget_thread(self, key: ConversationKey) -> None:
+        await self.engine.forget(key)
+        await self.unfollow(key)
+        await self._post(
+            key.channel,
+            key.thread,
+            "Done: I erased my memory of this thread and stopped following it. "
+            "Mention me if you want me back.",
+        )
+
+    async def forget_channel(self, team_id: str, channel: str, respond: Respond) -> None:
+        """`/forget`: every conversation the bot had in this channel (all its threads)."""
+        key = ConversationKey("slack", team_id, channel, "-")
+        erased = await self.engine.forget_channel(key)
+        ttl = self.settings.memory_ttl_seconds
+        await self.engine.cache_set("slack-forgot", f"{team_id}:{channel}", f"{time.time()}", ttl)
+        where = "this conversation" if channel.startswith("D") else "this channel"
+        count = f"{erased} conversation{'s' if erased != 1 else ''}"
+        await respond(
+            text=(
+                f"Done: I erased my memory of all my conversations in {where} ({count}: every "
+                "thread I took part in), with their cached summaries, and stopped following "
+                "its threads. Mention me to start fresh."
+            ),
+            response_type="ephemeral",
+        )
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _sink(
+        self,
+        channel: str,
+        thread_ts: str,
+        *,
+        user: str | None = None,
+        team: str | None = None,
+        stream: bool = True,
+    ) -> SlackReplySink:
+        return SlackReplySink(
+            self.client,
+            channel=channel,
+            thread_ts=thread_ts,
+            recipient_user=user,
+            recipient_team=team,
+            stream=stream,
+            pacer=self.pacer,
+            stream_interval=self.stream_interval,
+            update_interval=self.update_interval,
+        )
+
+    async def _post(self, channel: str, thread_ts: str | None, markdown: str) -> None:
+        for piece in split_markdown(markdown, 3900):
+            args: dict[str, Any] = {"channel": channel, "text": to_mrkdwn(piece)}
+            if thread_ts:
+                args["thread_ts"] = thread_ts
+            await self.client.chat_postMessage(**args, unfurl_links=False, unfurl_media=False)
+
+    def spawn(
+        self, work: Coroutine[Any, Any, None], *, name: str, respond: Respond | None = None
+    ) -> None:
+        """Run a command's or shortcut's work in the background, within the concurrency
+        limit; a failure is told to the user through `respond`."""
+
+        async def guarded() -> None:
+            try:
+                async with self._slots:
+                    await work
+            except Exception:
+                error_id = secrets.token_hex(3)
+                log.exception("%s failed (error %s)", name, error_id)
+                if respond is not None:
+                    with contextlib.suppress(Exception):
+                        await respond(text=_oops(error_id), replace_original=False)
+
+        self.tasks.spawn(guarded(), name=name)
+
+    async def shutdown(self, grace: float) -> None:
+        late = await self.tasks.drain(grace)
+        if late:
+            log.warning("%d answers were still running at shutdown and were cancelled", late)
+
+
+def summary_blocks(markdown: str, *, share_id: str | None = None) -> list[dict[str, Any]]:
+    """Block Kit for an ephemeral summary: mrkdwn sections (≤ 3,000 characters each) and a
+    "Share in channel" button."""
+    blocks: list[dict[str, Any]] = []
+    for piece in split_markdown(markdown, 2400)[:45]:
+        text = to_mrkdwn(piece)[:3000]
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+    if share_id is not None:
+        blocks.append(
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": SHARE_ACTION,
+                        "text": {"type": "plain_text", "text": "Share in channel"},
+                        "style": "primary",
+                        "value": share_id,
+                    }
+                ],
+            }
+        )
+    return blocks
+
+
+def _oops(error_id: str) -> str:
+    return (
+        f":warning: Something went wrong on my side (error {error_id}). "
+        "Please try again in a minute."
+    )
+
+
+def _read_refusal(code: object, name: str) -> str:
+    if code in ("not_in_channel", "channel_not_found"):
+        return (
+            "I can't read that conversation: I'm not a member of it. "
+            f"Invite me with `/invite @{name}`, then try again."
+        )
+    if code == "thread_not_found":
+        return "I couldn't find that thread any more."
+    if code == "ratelimited":
+        return "Slack is rate-limiting me right now. Please try again in a minute."
+    return f"Slack refused to let me read that conversation ({code})."
