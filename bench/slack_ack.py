@@ -239,7 +239,7 @@ async def bench(args: argparse.Namespace) -> None:
                         acks.append(time.perf_counter() - sent)
                     await asyncio.wait_for(arrived[ts].wait(), 10)
                     to_text.append(first_text[ts] - sent)
-                    await bot.tasks.idle()
+                    await bot.engine.idle()
             print(f"Event -> first streamed text, instant model, {args.first_text} mentions:")
             print(line("ack (HTTP 200 back)", acks))
             print(line("event -> chat.startStream done", to_text))
@@ -248,14 +248,14 @@ async def bench(args: argparse.Namespace) -> None:
             loop = asyncio.get_running_loop()
             chatter = [requests.chatter(i) for i in range(events)]
             latencies = await loop.run_in_executor(None, fire, url, chatter, args.rate)
-            await bot.tasks.idle()
+            await bot.engine.idle()
             print(f"\nAck latency at {args.rate:g} events/s for {args.seconds:g} s:")
             print(line("channel chatter (not answered)", latencies))
 
             mentions = [requests.mention(ts, i) for i, ts in enumerate(stamps[args.first_text :])]
             began = time.perf_counter()
             latencies = await loop.run_in_executor(None, fire, url, mentions, args.rate)
-            await bot.tasks.idle()
+            await bot.engine.idle()
             drained = time.perf_counter() - began
             answered = len(first_text) - args.first_text
             print(line("mentions (each answered)", latencies))

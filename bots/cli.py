@@ -31,7 +31,13 @@ def _parser() -> argparse.ArgumentParser:
     slack = commands.add_parser("slack", help="run the Slack bot (Socket Mode or --http)")
     slack.add_argument("--http", action="store_true", help="serve the Events API over HTTP")
     slack.add_argument("--host", default="0.0.0.0", help="HTTP bind address (with --http)")
-    slack.add_argument("--port", type=int, default=3000, help="HTTP port (with --http)")
+    slack.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="with --http: the events port (default HEALTH_PORT, else 3000); in Socket Mode: "
+        "serve /healthz, /readyz, /metrics on it",
+    )
 
     discord = commands.add_parser("discord", help="run the Discord bot")
     discord.add_argument(

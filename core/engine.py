@@ -173,25 +173,40 @@ class Engine:
 
     # --- replies -----------------------------------------------------------------------
 
-    def spawn(self, work: Coroutine[Any, Any, Any], *, name: str | None = None) -> bool:
-        """Run background work (a reply, a summary) tracked for graceful shutdown.
-        Returns False, without running it, once the engine is draining."""
+    def spawn(
+        self, work: Coroutine[Any, Any, Any], *, name: str = "teambot-work"
+    ) -> asyncio.Task[None] | None:
+        """Run background work (a reply, a summary, a command) tracked for graceful
+        shutdown; an exception it raises is logged, never lost. Returns None, without
+        running it, once the engine is draining."""
         if self._draining:
             work.close()
-            return False
-        task = asyncio.create_task(work, name=name)
+            log.warning("shutting down: %s not started", name)
+            return None
+        task = asyncio.create_task(_guard(work, name), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return True
+        return task
 
     @property
     def accepting(self) -> bool:
         """False once `drain()` started: adapters stop taking new events."""
         return not self._draining
 
-    async def drain(self, grace: float = 20.0) -> None:
-        """Stop taking work, let replies in flight finish for up to `grace` seconds, then
-        cancel the rest (their users get a short "restarting" note)."""
+    @property
+    def in_flight(self) -> int:
+        """How many spawned tasks are running."""
+        return len(self._tasks)
+
+    async def idle(self) -> None:
+        """Wait until no spawned task is running (tests, benchmarks)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def drain(self, grace: float = 20.0) -> int:
+        """Stop taking work, let the work in flight finish for up to `grace` seconds, then
+        cancel the rest (a reply cancelled this way tells its user that the bot restarts).
+        Returns how many tasks were cancelled."""
         self._draining = True
         pending = set(self._tasks)
         if pending:
@@ -201,6 +216,10 @@ class Engine:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+            log.warning(
+                "%d task(s) were still running after %.0f s and were cancelled", len(pending), grace
+            )
+        return len(pending)
 
     async def reply(self, incoming: Incoming, sink: ReplySink) -> Outcome:
         """Answer one message. Always ends the sink with `finish` or `fail`, except for
@@ -628,10 +647,11 @@ class Engine:
         return await self.memory.cooldown(namespace, ident, seconds)
 
     async def ready(self) -> bool:
-        """Can the engine serve? (Redis answers.)"""
+        """Can the engine serve? (Redis answers within two seconds.)"""
         try:
-            return await self.memory.ping()
-        except RedisError:
+            async with asyncio.timeout(2):
+                return await self.memory.ping()
+        except (RedisError, TimeoutError):
             return False
 
     async def needs_import(self, key: ConversationKey) -> bool:
@@ -714,6 +734,16 @@ def failure_message(error: Exception) -> str:
     if category == "quota":
         return "The AI service's quota is used up, so I can't answer right now."
     return "The AI service isn't answering right now. Please try again in a minute."
+
+
+async def _guard(work: Coroutine[Any, Any, Any], name: str) -> None:
+    try:
+        await work
+    except asyncio.CancelledError:
+        log.warning("%s was cancelled", name)
+        raise
+    except Exception:
+        log.exception("%s failed", name)
 
 
 async def _safe_fail(sink: ReplySink, message: str, *, shielded: bool = False) -> bool:

@@ -126,6 +126,7 @@ class Settings(BaseSettings):
     # --- operations -------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
+    health_port: int | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("dialogue_route", "summary_route", "tool_modules", mode="before")
     @classmethod

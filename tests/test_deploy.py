@@ -13,7 +13,6 @@ from core.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 SETTINGS = {name.upper() for name in Settings.model_fields}
-RUNTIME_ONLY = {"HEALTH_PORT"}  # read by the image's HEALTHCHECK, not by teambot
 
 
 def test_image_installs_with_the_script_ci_uses() -> None:
@@ -51,5 +50,5 @@ def test_manifests_only_set_real_settings() -> None:
         for document in yaml.safe_load_all(path.read_text()):
             found |= _env_names(document)
     assert found, "no environment found in deploy/"
-    unknown = {n for n in found if re.fullmatch(r"[A-Z0-9_]+", n)} - SETTINGS - RUNTIME_ONLY
+    unknown = {n for n in found if re.fullmatch(r"[A-Z0-9_]+", n)} - SETTINGS
     assert unknown == set()

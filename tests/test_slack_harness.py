@@ -127,7 +127,7 @@ class Harness:
 
     async def settle(self) -> None:
         """Wait until the bot has finished everything it started."""
-        await self.bot.tasks.idle()
+        await self.bot.engine.idle()
 
     def thread(self, channel: str, ts: str) -> list[ThreadMessage]:
         return self.slack.thread(channel, ts)
@@ -287,7 +287,7 @@ async def test_shutdown_waits_for_answers_in_flight(
         mention = slack.mention(GENERAL, ALICE, "answer slowly")
         assert await harness.send(mention) == 200
         await asyncio.sleep(0.1)
-        assert len(harness.bot.tasks) == 1
+        assert harness.bot.engine.in_flight == 1
     # The block ended: run_slack returned only after the answer was delivered.
     [answer] = [m for m in slack.thread(GENERAL, mention["event"]["ts"]) if m.user == BOT]
     assert answer.text == "finished after shutdown began"
@@ -458,7 +458,7 @@ async def test_socket_mode_connects_and_answers_without_a_public_url(
             envelope_id = await stand_in.push(mention)
             await asyncio.wait_for(stand_in.acked.wait(), 5)
             assert stand_in.acks[0]["envelope_id"] == envelope_id
-            await bot.tasks.idle()
+            await bot.engine.idle()
         finally:
             stop.set()
             assert await asyncio.wait_for(task, 10) == 0

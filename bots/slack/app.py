@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,8 +36,10 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.health import HealthServer, health_routes
 from bots.slack.bot import SHARE_ACTION, SUMMARIZE_SHORTCUT, SlackBot, parse_window
 from bots.slack.history import Identity
+from core import metrics
 from core.engine import Engine
 from core.settings import ConfigError, Settings
 
@@ -135,6 +138,11 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
     finally:
         bolt_logger.removeFilter(unused_token)
 
+    @app.middleware
+    async def count(body: dict[str, Any], next: Callable[[], Awaitable[Any]]) -> Any:
+        metrics.EVENTS.labels("slack", _kind(body)).inc()
+        return await next()
+
     def team(body: dict[str, Any], context: dict[str, Any]) -> str:
         found = context.get("team_id") or body.get("team_id") or (body.get("team") or {}).get("id")
         return str(found or bot.identity.team_id)
@@ -223,6 +231,15 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
     return app
 
 
+def _kind(body: dict[str, Any]) -> str:
+    """A short label for what Slack sent: the event type, `command`, `shortcut`, ..."""
+    kind = str(body.get("type") or ("command" if "command" in body else "other"))
+    if kind == "event_callback":
+        event = body.get("event") or {}
+        kind = str(event.get("subtype") or event.get("type") or kind)
+    return kind[:40]
+
+
 class _DropMessages(logging.Filter):
     def __init__(self, *fragments: str) -> None:
         super().__init__()
@@ -244,8 +261,7 @@ class SlackHttpServer:
         self.web.add_routes(
             [
                 web.post(path, self._events),
-                web.get("/healthz", self._health),
-                web.get("/readyz", self._ready),
+                *health_routes(bot.engine, draining=lambda: self.draining),
             ]
         )
         self._runner: web.AppRunner | None = None
@@ -256,18 +272,11 @@ class SlackHttpServer:
             # Not acknowledged, so Slack delivers it again (to another replica, or to this
             # one once it is back) rather than losing it.
             return web.json_response({"error": "shutting down"}, status=503)
-        bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
+        started = time.perf_counter()
+        bolt_request = await to_bolt_request(request)
+        bolt_response = await self.app.async_dispatch(bolt_request)
+        metrics.ACK_SECONDS.labels("slack").observe(time.perf_counter() - started)
         return await to_aiohttp_response(bolt_response)
-
-    async def _health(self, _request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def _ready(self, _request: web.Request) -> web.Response:
-        if self.draining:
-            return web.json_response({"status": "shutting down"}, status=503)
-        if not await self.bot.engine.ready():
-            return web.json_response({"status": "memory store unavailable"}, status=503)
-        return web.json_response({"status": "ready", "in_flight": len(self.bot.tasks)})
 
     async def start(self, host: str, port: int) -> int:
         runner = web.AppRunner(self.web, access_log=None, handle_signals=False)
@@ -291,13 +300,16 @@ async def run_slack(
     *,
     http: bool = False,
     host: str = "0.0.0.0",
-    port: int = 3000,
+    port: int | None = None,
     stop: asyncio.Event | None = None,
     started: Callable[[SlackBot, int | None], None] | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM (or `stop` is set); then wait for answers in flight.
 
-    `started(bot, port)` is called once serving (tests use it with `stop`)."""
+    HTTP mode serves events, `/healthz`, `/readyz` and `/metrics` on `port` (default
+    `HEALTH_PORT`, else 3000); Socket Mode serves the last three on `port` or
+    `HEALTH_PORT` when either is set. `started(bot, port)` is called once serving (tests
+    use it with `stop`)."""
     settings.require("slack_bot_token")
     if http:
         settings.require("slack_signing_secret")
@@ -327,7 +339,7 @@ async def run_slack(
             )
             server = SlackHttpServer(app, bot)
             try:
-                bound = await server.start(host, port)
+                bound = await server.start(host, port or settings.health_port or 3000)
             except OSError as error:
                 raise ConfigError(f"Cannot listen on {host}:{port}: {error.strerror}.") from None
             log.info("serving Slack events on http://%s:%d%s", host, bound, EVENTS_PATH)
@@ -346,14 +358,26 @@ async def run_slack(
                 app, client, settings.slack_app_token.get_secret_value()
             )
             log.info("connected to Slack in Socket Mode as %s", identity.name)
+            health = HealthServer(engine)
+            health_port = port or settings.health_port
+            if health_port is not None:
+                try:
+                    health_port = await health.start(host, health_port)
+                except OSError as error:
+                    await handler.close_async()  # type: ignore[no-untyped-call]
+                    raise ConfigError(
+                        f"Cannot listen on {host}:{health_port}: {error.strerror}."
+                    ) from None
+                log.info("serving /healthz, /readyz, /metrics on port %d", health_port)
             if started is not None:
-                started(bot, None)
+                started(bot, health_port)
             try:
                 await stop.wait()
             finally:
                 # Stop taking events first, then let the answers in flight finish.
                 await handler.close_async()  # type: ignore[no-untyped-call]
                 await bot.shutdown(SHUTDOWN_GRACE)
+                await health.stop()
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):

@@ -58,7 +58,6 @@ __all__ = [
     "SHARE_ACTION",
     "SUMMARIZE_SHORTCUT",
     "SlackBot",
-    "TaskTracker",
     "Window",
     "parse_command",
     "parse_window",
@@ -85,56 +84,6 @@ HELP = (
     "• `@{name} forget` in a thread, or `/forget` in a channel or DM: I erase what I "
     "remember of it."
 )
-
-
-class TaskTracker:
-    """Background work started by events: every task is kept until it ends, so shutdown
-    can wait for what is in flight (and cancel what outlives the grace period)."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.closed = False
-
-    def __len__(self) -> int:
-        return len(self._tasks)
-
-    def spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None] | None:
-        if self.closed:
-            work.close()
-            log.warning("shutting down: %s not started", name)
-            return None
-        task = asyncio.create_task(self._guard(work, name), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    @staticmethod
-    async def _guard(work: Coroutine[Any, Any, None], name: str) -> None:
-        try:
-            await work
-        except asyncio.CancelledError:
-            log.warning("%s was cancelled", name)
-            raise
-        except Exception:
-            log.exception("%s failed", name)
-
-    async def drain(self, grace: float) -> int:
-        """Stop accepting work and wait up to `grace` s; returns how many were cancelled."""
-        self.closed = True
-        pending = set(self._tasks)
-        if not pending:
-            return 0
-        _done, late = await asyncio.wait(pending, timeout=grace)
-        for task in late:
-            task.cancel()
-        if late:
-            await asyncio.gather(*late, return_exceptions=True)
-        return len(late)
-
-    async def idle(self) -> None:
-        """Wait until no task is running (tests, benchmarks)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -250,7 +199,6 @@ class SlackBot:
         self.identity = identity
         self.stream_interval = stream_interval
         self.update_interval = update_interval
-        self.tasks = TaskTracker()
         self.pacer = Pacer()
         self.directory = Directory(client, engine.cache_get, engine.cache_set, identity.team_id)
         self.reader = SlackReader(client, self.directory, identity)
@@ -276,7 +224,7 @@ class SlackBot:
             channel = str(event.get("channel") or "")
             if channel:
                 key = ConversationKey("slack", team_id, channel, "-")
-                self.tasks.spawn(
+                self.engine.spawn(
                     self.engine.invalidate_summaries(key), name=f"invalidate:{channel}"
                 )
             return
@@ -320,7 +268,7 @@ class SlackBot:
             finally:
                 self._in_flight.discard(message_id)
 
-        self.tasks.spawn(work(), name=f"slack:{message_id}")
+        self.engine.spawn(work(), name=f"slack:{message_id}")
 
     async def _handle(self, event: dict[str, Any], team_id: str, *, addressed: bool) -> None:
         channel, ts = str(event["channel"]), str(event["ts"])
@@ -633,12 +581,11 @@ class SlackBot:
                     with contextlib.suppress(Exception):
                         await respond(text=_oops(error_id), replace_original=False)
 
-        self.tasks.spawn(guarded(), name=name)
+        self.engine.spawn(guarded(), name=name)
 
     async def shutdown(self, grace: float) -> None:
-        late = await self.tasks.drain(grace)
-        if late:
-            log.warning("%d answers were still running at shutdown and were cancelled", late)
+        """Stop taking work; answers in flight get `grace` seconds, then a restart note."""
+        await self.engine.drain(grace)
 
 
 def summary_blocks(markdown: str, *, share_id: str | None = None) -> list[dict[str, Any]]:
