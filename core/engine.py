@@ -13,7 +13,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -23,7 +23,15 @@ from redis.exceptions import RedisError
 
 from core import metrics
 from core.logs import bind
-from core.memory import AlreadyClaimed, Memory, RollingSummary, UsageRecord, connect_redis
+from core.memory import (
+    AlreadyClaimed,
+    KeyedLocks,
+    Memory,
+    RollingSummary,
+    Ticket,
+    UsageRecord,
+    connect_redis,
+)
 from core.providers.base import (
     Finish,
     ModelRequest,
@@ -47,7 +55,7 @@ from core.tokens import estimate_text, split_for_budget
 from core.tools import BUILTIN_TOOLS, ToolContext, ToolRegistry, run_tool_calls
 from core.types import ChatMessage, ConversationKey, Incoming, MediaPart, Modality, ToolCall
 
-__all__ = ["BudgetExceeded", "Engine", "Outcome", "UsageReport"]
+__all__ = ["BudgetExceeded", "Engine", "Outcome", "Reservation", "UsageReport"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +64,16 @@ class Outcome(StrEnum):
     ANSWERED = "answered"
     DUPLICATE = "duplicate"
     FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A claimed event's place in its conversation's line (see `Engine.reserve`)."""
+
+    ticket: Ticket
+    platform: str
+    event_id: str
+    token: str
 
 
 class BudgetExceeded(Exception):
@@ -137,6 +155,7 @@ class Engine:
         self.tools = tools
         self._http = http
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._ordered = KeyedLocks()
         self._draining = False
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -163,7 +182,7 @@ class Engine:
     async def close(self) -> None:
         if self._http is not None:
             await self._http.aclose()
-        await self.memory.redis.aclose()
+        await self.memory.close()
 
     async def __aenter__(self) -> Engine:
         return self
@@ -221,21 +240,71 @@ class Engine:
             )
         return len(pending)
 
-    async def reply(self, incoming: Incoming, sink: ReplySink) -> Outcome:
+    def ordered(self, key: ConversationKey) -> contextlib.AbstractAsyncContextManager[None]:
+        """An in-process FIFO section per conversation. An adapter that must await
+        something (a Redis lookup) before `reserve()` does both inside it, so messages keep
+        their arrival order up to the reservation."""
+        return self._ordered.hold(str(key))
+
+    async def reserve(self, key: ConversationKey, event_id: str) -> Reservation | None:
+        """Claim the event and take the conversation's next place in line, in one step;
+        None for a duplicate delivery. Adapters reserve as soon as an event arrives (before
+        slow work like downloads or name lookups), then pass the reservation to `reply()`,
+        so a conversation is answered in arrival order. An unused reservation must be
+        given back with `abandon()`."""
+        token = secrets.token_hex(8)
+        try:
+            ticket = await self.memory.reserve(
+                key, token=token, claim=self.memory.event_key(key.platform, event_id)
+            )
+        except AlreadyClaimed:
+            log.info("duplicate event %s ignored", event_id)
+            metrics.REPLIES.labels(key.platform, Outcome.DUPLICATE).inc()
+            return None
+        return Reservation(ticket, key.platform, event_id, token)
+
+    async def wait_turn(
+        self, reservation: Reservation, on_wait: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Wait until every earlier message of the conversation is answered. Adapters that
+        limit how much work runs at once wait here first, then take a slot, so a slot is
+        never held by a message waiting behind one that has no slot."""
+        await self.memory.wait(reservation.ticket, on_wait)
+
+    async def abandon(self, reservation: Reservation, *, handled: bool = True) -> None:
+        """Give back a reservation that will not be answered. `handled`: the user was told
+        something, so a redelivery of the event is a duplicate; otherwise a redelivery
+        will be answered."""
+        await self.memory.release(reservation.ticket)
+        with contextlib.suppress(RedisError):
+            if handled:
+                await self.memory.finish_event(
+                    reservation.platform, reservation.event_id, reservation.token
+                )
+            else:
+                await self.memory.release_event(
+                    reservation.platform, reservation.event_id, reservation.token
+                )
+
+    async def reply(
+        self, incoming: Incoming, sink: ReplySink, *, reservation: Reservation | None = None
+    ) -> Outcome:
         """Answer one message. Always ends the sink with `finish` or `fail`, except for
-        a duplicate delivery, which is ignored."""
+        a duplicate delivery, which is ignored. `reservation` is the place in line taken
+        with `reserve()` when the event arrived (taken here otherwise)."""
         platform = incoming.key.platform
         bind(conversation=str(incoming.key), event_id=incoming.event_id, platform=platform)
-        token = secrets.token_hex(8)
         delivered = False
         outcome = Outcome.FAILED
         timed = _TimedSink(sink)
         metrics.INFLIGHT.inc()
+        token = reservation.token if reservation else secrets.token_hex(8)
         try:
             async with self.memory.turn(
                 incoming.key,
                 token=token,
                 claim=self.memory.event_key(platform, incoming.event_id),
+                ticket=reservation.ticket if reservation else None,
                 on_wait=lambda: sink.status("Waiting for my answer to the previous message…"),
             ):
                 timed.start()

@@ -24,11 +24,11 @@ import json
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from pydantic import BaseModel, TypeAdapter
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -38,7 +38,15 @@ from core import metrics
 from core.settings import Settings
 from core.types import ChatMessage, ConversationKey
 
-__all__ = ["AlreadyClaimed", "Memory", "RollingSummary", "Ticket", "UsageRecord", "connect_redis"]
+__all__ = [
+    "AlreadyClaimed",
+    "KeyedLocks",
+    "Memory",
+    "RollingSummary",
+    "Ticket",
+    "UsageRecord",
+    "connect_redis",
+]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +114,7 @@ local head = tonumber(redis.call('HGET', KEYS[1], 'head') or '0')
 if head < me then redis.call('HSET', KEYS[1], 'head', me) end
 redis.call('DEL', KEYS[1] .. ':a:' .. me)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', KEYS[1] .. ':wake', me)
 return 1
 """
 
@@ -157,12 +166,39 @@ class UsageRecord:
 
 @dataclass(slots=True)
 class Ticket:
-    """A place in a conversation's queue, kept alive by the heartbeat."""
+    """A place in a conversation's queue, kept alive by a heartbeat until released."""
 
     key: ConversationKey
     number: int
     token: str
+    fifo: str
+    leases: list[str]
     lost: bool = False
+    heartbeat: asyncio.Task[None] | None = None
+    released: bool = False
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class KeyedLocks:
+    """In-process FIFO locks by name, dropped when nobody holds or waits for them.
+    asyncio locks are fair, so work on one name runs in the order it asked."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, name: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(name, (asyncio.Lock(), 0))
+        self._locks[name] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[name]
+            if users <= 1:
+                del self._locks[name]
+            else:
+                self._locks[name] = (lock, users - 1)
 
 
 def connect_redis(settings: Settings) -> Redis:
@@ -176,8 +212,12 @@ def connect_redis(settings: Settings) -> Redis:
             "and is not shared between processes"
         )
         return cast(Redis, FakeAsyncRedis(decode_responses=True))
-    return Redis.from_url(
+    # A blocking pool: under a burst, a command waits for a free connection instead of
+    # failing with "Too many connections".
+    pool = BlockingConnectionPool.from_url(
         settings.redis_url.get_secret_value(),
+        max_connections=settings.redis_max_connections,
+        timeout=20,
         decode_responses=True,
         socket_connect_timeout=5,
         socket_timeout=10,
@@ -185,6 +225,7 @@ def connect_redis(settings: Settings) -> Redis:
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=8),
         retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
     )
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 _HISTORY = TypeAdapter(list[ChatMessage])
@@ -219,7 +260,8 @@ class Memory:
         self._finish_event = redis.register_script(_FINISH_EVENT)
         self._release_event = redis.register_script(_RELEASE_EVENT)
         self._wakeups: dict[str, asyncio.Event] = {}
-        self._entering: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._entering = KeyedLocks()
 
     # --- keys ----------------------------------------------------------------------
 
@@ -303,6 +345,58 @@ class Memory:
 
     # --- ordered lock ----------------------------------------------------------------
 
+    async def reserve(
+        self, key: ConversationKey, *, token: str | None = None, claim: str | None = None
+    ) -> Ticket:
+        """Take this conversation's next ticket: a place in line, in arrival order.
+
+        With `claim` (an event key), the event is claimed in the same step; a duplicate
+        raises `AlreadyClaimed`. A heartbeat keeps the ticket's lease (and the claim) alive
+        until `release()`, so a long answer keeps its place and a crashed holder is skipped
+        once its lease runs out."""
+        fifo = self._k("q", key)
+        token = token or secrets.token_hex(8)
+        keys = [fifo, claim] if claim else [fifo]
+        # Tickets of one conversation are taken one at a time, in the order asked for.
+        async with self._entering.hold(fifo):
+            number = int(await self._enter(keys=keys, args=[self.lease_ms, token, self.ttl_ms]))
+        if number == 0:
+            raise AlreadyClaimed(claim)
+        ticket = Ticket(
+            key, number, token, fifo, [f"{fifo}:a:{number}", *([claim] if claim else [])]
+        )
+        ticket.heartbeat = asyncio.create_task(self._heartbeat(ticket))
+        return ticket
+
+    async def wait(
+        self, ticket: Ticket, on_wait: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Until every earlier ticket of the conversation is done (or its holder died)."""
+        metrics.QUEUE_DEPTH.inc()
+        try:
+            await self._wait_turn(ticket.fifo, ticket, on_wait)
+        finally:
+            metrics.QUEUE_DEPTH.dec()
+
+    async def release(self, ticket: Ticket) -> None:
+        """Give the turn up (idempotent): the next ticket may go."""
+        if ticket.released:
+            return
+        ticket.released = True
+        # The heartbeat is stopped by a flag, not cancelled: a cancellation can be lost
+        # inside a Redis call under load (asyncio.wait_for on Python 3.11), which would
+        # leave us waiting here forever.
+        ticket.stop.set()
+        if ticket.heartbeat is not None:
+            _done, late = await asyncio.wait({ticket.heartbeat}, timeout=5)
+            for task in late:
+                task.cancel()
+        try:
+            await self._leave(keys=[ticket.fifo], args=[ticket.number, self.ttl_ms])
+        except (RedisConnectionError, RedisTimeoutError):
+            log.warning("could not release the turn of %s; its lease will expire", ticket.key)
+        self._wake(ticket.fifo)
+
     @contextlib.asynccontextmanager
     async def turn(
         self,
@@ -311,55 +405,17 @@ class Memory:
         on_wait: Callable[[], Awaitable[None]] | None = None,
         token: str | None = None,
         claim: str | None = None,
+        ticket: Ticket | None = None,
     ) -> AsyncIterator[Ticket]:
-        """Wait for this conversation's turn in arrival order, hold it while the body runs.
-
-        With `claim` (an event key), the event is claimed in the same step as the ticket
-        is taken; `AlreadyClaimed` is raised for a duplicate. The ticket's lease (and the
-        claim) is renewed by a heartbeat, so a long answer keeps its place, and a crashed
-        holder is skipped once its lease runs out.
-        """
-        fifo = self._k("q", key)
-        token = token or secrets.token_hex(8)
-        number = await self._take_ticket(fifo, token, claim)
-        if number == 0:
-            raise AlreadyClaimed(claim)
-        ticket = Ticket(key, number, token)
-        leases = [f"{fifo}:a:{number}", *([claim] if claim else [])]
-        heartbeat = asyncio.create_task(self._heartbeat(ticket, leases))
+        """Reserve (unless `ticket` was reserved already), wait for the turn, hold it while
+        the body runs, release it."""
+        if ticket is None:
+            ticket = await self.reserve(key, token=token, claim=claim)
         try:
-            metrics.QUEUE_DEPTH.inc()
-            try:
-                await self._wait_turn(fifo, ticket, on_wait)
-            finally:
-                metrics.QUEUE_DEPTH.dec()
+            await self.wait(ticket, on_wait)
             yield ticket
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
-            try:
-                await self._leave(keys=[fifo], args=[number, self.ttl_ms])
-            except (RedisConnectionError, RedisTimeoutError):
-                log.warning("could not release the turn of %s; its lease will expire", key)
-            self._wake(fifo)
-
-    async def _take_ticket(self, fifo: str, token: str, claim: str | None) -> int:
-        # Tickets of one conversation are taken one at a time (asyncio locks are fair and
-        # nothing is awaited before this), so messages that reached this process in order
-        # are answered in that order.
-        lock, users = self._entering.get(fifo, (asyncio.Lock(), 0))
-        self._entering[fifo] = (lock, users + 1)
-        keys = [fifo, claim] if claim else [fifo]
-        try:
-            async with lock:
-                return int(await self._enter(keys=keys, args=[self.lease_ms, token, self.ttl_ms]))
-        finally:
-            lock, users = self._entering[fifo]
-            if users <= 1:
-                del self._entering[fifo]
-            else:
-                self._entering[fifo] = (lock, users - 1)
+            await self.release(ticket)
 
     async def _wait_turn(
         self, fifo: str, ticket: Ticket, on_wait: Callable[[], Awaitable[None]] | None
@@ -379,20 +435,63 @@ class Memory:
             if not told and on_wait is not None:
                 told = True
                 await on_wait()
+            self._listen()
             event = self._wakeups.setdefault(fifo, asyncio.Event())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout=delay)
-            delay = min(delay * 2, 0.25)
+                async with asyncio.timeout(delay):
+                    await event.wait()
+            # Releases wake waiters at once (a Redis message reaches every process); the
+            # poll is the safety net that notices a holder whose lease ran out.
+            delay = min(delay * 2, 1.0)
 
     def _wake(self, fifo: str) -> None:
         event = self._wakeups.pop(fifo, None)
         if event is not None:
             event.set()
 
-    async def _heartbeat(self, ticket: Ticket, leases: list[str]) -> None:
+    def _listen(self) -> None:
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._wake_listener(), name="teambot-wakeups")
+
+    async def _wake_listener(self) -> None:
+        """Turns "ticket released" messages from any process into local wake-ups."""
+        pattern = f"{self.prefix}:q:*:wake"
+        backoff = 0.1
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(pattern)
+                backoff = 0.1
+                async for message in pubsub.listen():
+                    channel = str(message.get("channel", ""))
+                    if channel.endswith(":wake"):
+                        self._wake(channel[: -len(":wake")])
+            except (RedisConnectionError, RedisTimeoutError) as error:
+                log.warning("wake-up channel lost (%s); polling until it is back", error)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def close(self) -> None:
+        """Stop the wake-up listener and close the pool."""
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        await self.redis.aclose()
+
+    async def _heartbeat(self, ticket: Ticket) -> None:
+        leases = ticket.leases
         interval = self.lease_ms / 3000
         while True:
-            await asyncio.sleep(interval)
+            try:
+                async with asyncio.timeout(interval):
+                    await ticket.stop.wait()
+                return
+            except TimeoutError:
+                pass
             try:
                 renewed = int(await self._renew(keys=leases, args=[ticket.token, self.lease_ms]))
             except (RedisConnectionError, RedisTimeoutError) as error:

@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     # --- memory -----------------------------------------------------------------------
     redis_url: SecretStr | None = None
     redis_key_prefix: str = Field(default="teambot", min_length=1)
+    redis_max_connections: int = Field(default=64, ge=4, le=10_000)
     memory_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
     history_max_messages: int = Field(default=10_000, ge=10)
     history_token_budget: int = Field(default=6000, ge=500)

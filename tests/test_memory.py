@@ -28,7 +28,7 @@ async def memory(redis_url: str, key_prefix: str) -> AsyncIterator[Memory]:
     )
     memory = Memory(connect_redis(settings), settings)
     yield memory
-    await memory.redis.aclose()
+    await memory.close()
 
 
 async def test_history_is_bounded_ordered_and_expires(memory: Memory) -> None:
@@ -127,7 +127,7 @@ async def test_two_memories_on_one_redis_share_the_order(memory: Memory, redis_u
     await asyncio.sleep(0.01)
     second = asyncio.create_task(worker(other, "b"))
     await asyncio.gather(first, second)
-    await other.redis.aclose()
+    await other.close()
     assert order == ["a-start", "a-end", "b-start", "b-end"]
 
 
@@ -208,7 +208,7 @@ async def test_in_process_store_runs_the_same_code(
     assert order == list(range(5))
     assert await memory.claim_event("console", "e1", "t")
     assert not await memory.claim_event("console", "e1", "u")
-    await memory.redis.aclose()
+    await memory.close()
 
 
 async def test_forget_channel_erases_only_that_channel(memory: Memory) -> None:

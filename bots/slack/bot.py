@@ -48,7 +48,7 @@ from bots.slack.history import (
     is_own,
 )
 from bots.slack.sink import STREAM_INTERVAL, UPDATE_INTERVAL, Pacer, SlackReplySink
-from core.engine import Engine, Outcome
+from core.engine import Engine, Outcome, Reservation
 from core.logs import bind, log_context
 from core.settings import Settings
 from core.sink import CollectingSink
@@ -262,27 +262,47 @@ class SlackBot:
         event = dict(event)
 
         async def work() -> None:
+            root = str(event.get("thread_ts") or ts)
+            key = ConversationKey("slack", team_id, channel, root)
             try:
-                async with self._slots:
-                    await self._handle(event, team_id, addressed=addressed)
+                # Take this message's place in its thread's line before any slow work, in
+                # arrival order, so the thread is answered in the order people wrote.
+                async with self.engine.ordered(key):
+                    if not addressed and not await self.is_following(key):
+                        return
+                    reservation = await self.engine.reserve(key, message_id)
+                if reservation is None:
+                    return  # delivered before (Slack retry, or the other replica)
+                try:
+                    # Wait for the thread's turn before taking one of the limited slots:
+                    # a slot is only ever held by a message that can go ahead.
+                    await self.engine.wait_turn(reservation)
+                    async with self._slots:
+                        await self._handle(event, key, team_id, reservation, addressed=addressed)
+                finally:
+                    if not reservation.ticket.released:
+                        await self.engine.abandon(reservation)
             finally:
                 self._in_flight.discard(message_id)
 
         self.engine.spawn(work(), name=f"slack:{message_id}")
 
-    async def _handle(self, event: dict[str, Any], team_id: str, *, addressed: bool) -> None:
-        channel, ts = str(event["channel"]), str(event["ts"])
-        root = str(event.get("thread_ts") or ts)
-        key = ConversationKey("slack", team_id, channel, root)
+    async def _handle(
+        self,
+        event: dict[str, Any],
+        key: ConversationKey,
+        team_id: str,
+        reservation: Reservation,
+        *,
+        addressed: bool,
+    ) -> None:
+        channel, ts, root = key.channel, str(event["ts"]), key.thread
         token = bind(conversation=str(key), message=f"{channel}:{ts}")
-        engaged = addressed  # is the bot part of this exchange (so an error must be told)?
         try:
-            if not addressed:
-                if not await self.is_following(key):
-                    return
-                engaged = True
-            else:
+            if addressed:
                 command = parse_command(await self.reader.plain_text(event, addressed=True))
+                if command is not None:
+                    await self.engine.abandon(reservation)
                 if command == "summarize":
                     await self.summarize_thread(team_id, channel, root, before=ts)
                     return
@@ -293,19 +313,24 @@ class SlackBot:
                     await self._post(channel, root, HELP.format(name=self.identity.name))
                     return
                 await self.follow(key)
-            await self._answer(event, key, team_id, addressed=addressed)
+            await self._answer(event, key, team_id, reservation, addressed=addressed)
         except Exception:
             # Memory or Slack failed before the engine took over: say so, never silence.
             error_id = secrets.token_hex(3)
             log.exception("could not handle %s:%s (error %s)", channel, ts, error_id)
-            if engaged:
-                with contextlib.suppress(Exception):
-                    await self._post(channel, root, _oops(error_id))
+            with contextlib.suppress(Exception):
+                await self._post(channel, root, _oops(error_id))
         finally:
             log_context.reset(token)
 
     async def _answer(
-        self, event: dict[str, Any], key: ConversationKey, team_id: str, *, addressed: bool
+        self,
+        event: dict[str, Any],
+        key: ConversationKey,
+        team_id: str,
+        reservation: Reservation,
+        *,
+        addressed: bool,
     ) -> None:
         channel, ts = str(event["channel"]), str(event["ts"])
         user = str(event.get("user") or "")
@@ -340,7 +365,7 @@ class SlackBot:
             message_id=ts,
             ts=float(ts),
         )
-        outcome = await self.engine.reply(incoming, sink)
+        outcome = await self.engine.reply(incoming, sink, reservation=reservation)
         if outcome is Outcome.DUPLICATE:
             await sink.abandon()
 

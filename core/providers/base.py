@@ -227,10 +227,8 @@ class Provider(ABC):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeouts.total
         try:
-            response = await asyncio.wait_for(
-                self._client.send(http_request, stream=True),
-                timeout=min(self._timeouts.first_token, self._timeouts.total),
-            )
+            async with asyncio.timeout(min(self._timeouts.first_token, self._timeouts.total)):
+                response = await self._client.send(http_request, stream=True)
         except TimeoutError:
             raise ProviderError(
                 ErrorKind.RETRY, "timeout", "no response before the first-token timeout"

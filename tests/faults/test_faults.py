@@ -1,0 +1,297 @@
+"""Proof under faults, with real processes: `teambot slack --http` children, real Redis,
+the fake Slack Web API and the fake CometAPI on loopback.
+
+* two replicas behind one address, receiving the same events and retries: every mention
+  answered exactly once, in order per thread;
+* Redis restarted in the middle of a conversation;
+* the model API failing for a while, then recovering;
+* a burst of 1,000 events across 100 threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from tests.fakes.cometapi import (
+    ConnectionReset,
+    FakeCometAPI,
+    RateLimited,
+    Reply,
+    ServerError,
+    StreamCut,
+)
+from tests.fakes.slack_api import FakeSlack
+from tests.faults.procs import BotProcess, RedisServer, bot_env, round_robin
+from tests.support import API_KEY
+
+TOKEN = "xoxb-fault-test-0001"
+ALICE = "U0ALICE0001"
+BOT = "U0000000BOT"
+GENERAL = "C0GENERAL01"
+GPT = "gpt-5.3-chat-latest"
+THREADS, PER_THREAD = 100, 10
+FLASH = "gemini-3.1-flash-lite"
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack(bot_token=TOKEN, bot_user_id=BOT) as fake:
+        fake.add_user(ALICE, "alice", display_name="Alice")
+        fake.add_channel(GENERAL, "general", members=[ALICE])
+        yield fake
+
+
+def env_for(
+    redis_url: str, prefix: str, cometapi: FakeCometAPI, slack: FakeSlack, **extra: Any
+) -> dict[str, str]:
+    return bot_env(
+        cometapi_api_key=API_KEY,
+        cometapi_base_url=cometapi.base_url,
+        redis_url=redis_url,
+        redis_key_prefix=prefix,
+        slack_bot_token=TOKEN,
+        slack_signing_secret=slack.signing_secret,
+        slack_api_url=slack.api_url,
+        retry_base_delay=0.02,
+        **extra,
+    )
+
+
+async def deliver(
+    http: aiohttp.ClientSession,
+    url: str,
+    slack: FakeSlack,
+    envelope: dict[str, Any],
+    retry: int = 0,
+) -> int:
+    request = slack.signer.json_request(envelope, retry_num=retry or None)
+    async with http.post(url + "/slack/events", data=request.body, headers=request.headers) as r:
+        return r.status
+
+
+def bot_replies(slack: FakeSlack, ts: str) -> list[str]:
+    return [m.text for m in slack.thread(GENERAL, ts) if m.user == BOT and not m.streaming]
+
+
+async def wait_for(predicate: Any, within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def question_of(answer: str) -> str:
+    match = re.search(r"\] (q\d+-\d+)", answer)
+    return match.group(1) if match else answer
+
+
+async def test_two_replicas_answer_every_mention_once_in_order(
+    redis_url: str, key_prefix: str, cometapi: FakeCometAPI, slack: FakeSlack
+) -> None:
+    cometapi.set_responder(
+        lambda request: Reply(f"Echo: {request.last_user_text}", chunks=4, chunk_delay=0.02)
+    )
+    env = env_for(redis_url, key_prefix, cometapi, slack)
+    replicas = [BotProcess(env, name="replica-a"), BotProcess(env, name="replica-b")]
+    await asyncio.gather(*(r.start() for r in replicas))
+    try:
+        async with round_robin([r.url for r in replicas]) as url, aiohttp.ClientSession() as http:
+            threads: dict[str, list[str]] = {}
+            roots = []
+            for t in range(8):
+                first = slack.mention(GENERAL, ALICE, f"q{t}-0")
+                roots.append(first["event"]["ts"])
+                threads[first["event"]["ts"]] = [f"q{t}-0"]
+                # the event and Slack's retry of it: round robin sends them to both replicas
+                assert await deliver(http, url, slack, first) == 200
+                assert await deliver(http, url, slack, first, retry=1) == 200
+            for n in range(1, 4):
+                for t, root in enumerate(roots):
+                    follow = slack.mention(GENERAL, ALICE, f"q{t}-{n}", thread_ts=root)
+                    threads[root].append(f"q{t}-{n}")
+                    assert await deliver(http, url, slack, follow) == 200
+                    assert await deliver(http, url, slack, follow, retry=1) == 200
+                    assert await deliver(http, url, slack, follow, retry=2) == 200
+                await asyncio.sleep(0.01)
+            await wait_for(
+                lambda: all(len(bot_replies(slack, r)) >= 4 for r in roots), 60, "all answers"
+            )
+            await asyncio.sleep(0.5)  # a duplicate would show up by now
+        for root, questions in threads.items():
+            answers = bot_replies(slack, root)
+            assert [question_of(a) for a in answers] == questions
+        assert cometapi.rejected == []
+        served = [("replica-a" in r.name, r.log.count("slack:")) for r in replicas]
+        assert all(r.alive for r in replicas), served
+    finally:
+        codes = await asyncio.gather(*(r.stop() for r in replicas))
+        for replica in replicas:
+            replica.cleanup()
+    assert codes == [0, 0]
+
+
+async def test_redis_restart_in_the_middle_of_a_conversation(
+    key_prefix: str, cometapi: FakeCometAPI, slack: FakeSlack
+) -> None:
+    redis = RedisServer()
+    await redis.start()
+    bot = BotProcess(env_for(redis.url, key_prefix, cometapi, slack), name="bot")
+    try:
+        await bot.start()
+        async with aiohttp.ClientSession() as http:
+            cometapi.script(GPT, Reply("the answer that was in flight", chunks=8, chunk_delay=0.25))
+            first = slack.mention(GENERAL, ALICE, "remember the code word OSPREY")
+            root = first["event"]["ts"]
+            assert await deliver(http, bot.url, slack, first) == 200
+            await asyncio.sleep(0.6)  # streaming has started
+            await redis.restart(down_for=0.7)
+            await wait_for(lambda: len(bot_replies(slack, root)) == 1, 30, "the answer in flight")
+            assert bot_replies(slack, root) == ["the answer that was in flight"]
+            # the conversation goes on, with its memory
+            second = slack.mention(GENERAL, ALICE, "what was the code word?", thread_ts=root)
+            assert await deliver(http, bot.url, slack, second) == 200
+            await wait_for(lambda: len(bot_replies(slack, root)) == 2, 30, "the next answer")
+            last = cometapi.requests_for(GPT)[-1]
+            assert "OSPREY" in json.dumps(last.messages)
+            assert bot.alive
+    finally:
+        assert await bot.stop() == 0
+        bot.cleanup()
+        await redis.close()
+
+
+async def test_model_api_down_for_a_while_then_back(
+    redis_url: str, key_prefix: str, cometapi: FakeCometAPI, slack: FakeSlack
+) -> None:
+    env = env_for(
+        redis_url,
+        key_prefix,
+        cometapi,
+        slack,
+        first_token_timeout=0.5,
+        idle_timeout=0.5,
+        breaker_failures=2,
+        breaker_cooldown=2,
+        retry_attempts=2,
+    )
+    bot = BotProcess(env, name="bot")
+    await bot.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            # GPT fails in every way for a while; Gemini is flaky too for its first calls
+            cometapi.script(
+                GPT,
+                RateLimited(retry_after=0.05),
+                ServerError(503),
+                StreamCut(after=2),
+                Reply("too late", delay=2),
+                ConnectionReset(),
+                ServerError(500),
+                ServerError(502),
+                ServerError(503),
+            )
+            cometapi.script(FLASH, ServerError(503), ServerError(503))
+            roots = []
+            for i in range(6):
+                mention = slack.mention(GENERAL, ALICE, f"question {i}")
+                roots.append(mention["event"]["ts"])
+                assert await deliver(http, bot.url, slack, mention) == 200
+                await wait_for(lambda r=roots[-1]: len(bot_replies(slack, r)) == 1, 30, "a reply")
+            replies = [bot_replies(slack, r)[0] for r in roots]
+            # every user got exactly one reply: an answer (often from the fallback) or a
+            # plain failure message, never silence
+            for reply in replies:
+                assert reply.startswith("Echo:") or "isn't answering right now" in reply
+            assert any(r.model == FLASH for r in cometapi.requests)
+            # recovery: once the faults are over and the cooldown has passed, the primary
+            # model answers again
+            recovered = False
+            for attempt in range(6):
+                await asyncio.sleep(2.1)
+                cometapi.clear_requests()
+                mention = slack.mention(GENERAL, ALICE, f"are you back? {attempt}")
+                assert await deliver(http, bot.url, slack, mention) == 200
+                ts = mention["event"]["ts"]
+                await wait_for(lambda t=ts: len(bot_replies(slack, t)) == 1, 30, "an answer")
+                assert bot_replies(slack, ts) == [f"Echo: [Alice] are you back? {attempt}"]
+                if [r.model for r in cometapi.requests] == [GPT]:
+                    recovered = True
+                    break
+            assert recovered
+            assert cometapi.pending(GPT) == 0
+        assert bot.alive
+    finally:
+        assert await bot.stop() == 0
+        bot.cleanup()
+
+
+async def test_a_burst_of_a_thousand_events_across_a_hundred_threads(
+    redis_url: str, key_prefix: str, cometapi: FakeCometAPI, slack: FakeSlack
+) -> None:
+    bot = BotProcess(env_for(redis_url, key_prefix, cometapi, slack), name="bot")
+    await bot.start()
+    try:
+        # 100 existing threads: the first mention in each imports it (read once)
+        roots = [slack.add_message(GENERAL, f"topic {t}", user=ALICE) for t in range(THREADS)]
+        connector = aiohttp.TCPConnector(limit=64)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            sent: dict[int, list[str]] = {t: [] for t in range(THREADS)}
+
+            async def thread_burst(t: int, root: str) -> None:
+                for n in range(PER_THREAD):
+                    event = slack.mention(GENERAL, ALICE, f"q{t}-{n}", thread_ts=root)
+                    sent[t].append(event["event"]["ts"])
+                    assert await deliver(http, bot.url, slack, event) == 200
+
+            started = time.monotonic()
+            await asyncio.gather(*(thread_burst(t, r) for t, r in enumerate(roots)))
+            acked = time.monotonic() - started
+
+            def answered() -> int:
+                return sum(len(bot_replies(slack, r)) for r in roots)
+
+            try:
+                await wait_for(lambda: answered() >= THREADS * PER_THREAD, 40, "all answers")
+            except AssertionError:
+                missing = [
+                    (t, sent[t][len(bot_replies(slack, r)) :])
+                    for t, r in enumerate(roots)
+                    if len(bot_replies(slack, r)) < PER_THREAD
+                ]
+                lines = [
+                    line
+                    for line in bot.log.splitlines()
+                    if any(ts in line for _, stamps in missing for ts in stamps)
+                ]
+                raise AssertionError(
+                    f"{answered()} answers; unanswered: {missing}; log:\n" + "\n".join(lines)
+                ) from None
+            await asyncio.sleep(0.5)
+        assert acked < 30
+        redis = Redis.from_url(redis_url, decode_responses=True)
+        try:
+            for t, root in enumerate(roots):
+                answers = bot_replies(slack, root)
+                assert [question_of(a) for a in answers] == [f"q{t}-{n}" for n in range(PER_THREAD)]
+                key = f"{key_prefix}:h:slack:{slack.team_id}:{GENERAL}:{root}"
+                history = [json.loads(item) for item in await redis.lrange(key, 0, -1)]
+                contents = [m["content"] for m in history if m["role"] in ("user", "assistant")]
+                questions = [c for c in contents if c.startswith("q")]
+                assert questions == [f"q{t}-{n}" for n in range(PER_THREAD)]
+        finally:
+            await redis.aclose()
+        assert bot.alive
+    finally:
+        assert await bot.stop() == 0
+        bot.cleanup()
