@@ -1,7 +1,13 @@
 """`/healthz`, `/readyz` and `/metrics` for every mode, on aiohttp.
 
 Slack's HTTP mode adds these routes to its events server; Socket Mode and Discord serve
-them on their own port (`--port`, or `HEALTH_PORT`)."""
+them on their own port (`--port`, or `HEALTH_PORT`).
+
+* `/healthz`: the process and its event loop answer (liveness).
+* `/readyz`: it can serve: not shutting down, Redis answers, and the adapter's own
+  checks pass (e.g. every Discord shard connected). 503 with the problems otherwise.
+* `/metrics`: Prometheus text format.
+"""
 
 from __future__ import annotations
 
@@ -14,19 +20,32 @@ from core.engine import Engine
 
 __all__ = ["HealthServer", "health_routes"]
 
+Checks = Callable[[], list[str]]
+
 
 def health_routes(
-    engine: Engine, *, draining: Callable[[], bool] = lambda: False
+    engine: Engine,
+    *,
+    draining: Callable[[], bool] = lambda: False,
+    checks: Checks | None = None,
 ) -> list[web.RouteDef]:
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(_request: web.Request) -> web.Response:
+        problems: list[str] = []
         if draining() or not engine.accepting:
-            return web.json_response({"status": "shutting down"}, status=503)
+            problems.append("shutting down")
+        if checks is not None:
+            problems.extend(checks())
         if not await engine.ready():
-            return web.json_response({"status": "memory store unavailable"}, status=503)
-        return web.json_response({"status": "ready", "in_flight": engine.in_flight})
+            problems.append("memory store: not answering")
+        body = {
+            "status": "not ready" if problems else "ready",
+            "problems": problems,
+            "in_flight": engine.in_flight,
+        }
+        return web.json_response(body, status=503 if problems else 200)
 
     async def metrics_page(_request: web.Request) -> web.Response:
         response = web.Response(body=metrics.render())
@@ -41,11 +60,17 @@ def health_routes(
 
 
 class HealthServer:
-    """A small server with only the health routes (Socket Mode, Discord)."""
+    """A small server with only the health routes (Slack Socket Mode, Discord)."""
 
-    def __init__(self, engine: Engine, *, draining: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        draining: Callable[[], bool] = lambda: False,
+        checks: Checks | None = None,
+    ) -> None:
         self.app = web.Application()
-        self.app.add_routes(health_routes(engine, draining=draining))
+        self.app.add_routes(health_routes(engine, draining=draining, checks=checks))
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -58,6 +83,6 @@ class HealthServer:
         return self.port
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()

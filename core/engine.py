@@ -222,11 +222,12 @@ class Engine:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def drain(self, grace: float = 20.0) -> int:
-        """Stop taking work, let the work in flight finish for up to `grace` seconds, then
-        cancel the rest (a reply cancelled this way tells its user that the bot restarts).
-        Returns how many tasks were cancelled."""
-        self._draining = True
+    async def drain(self, grace: float = 20.0, *, stop_accepting: bool = True) -> int:
+        """Stop taking work (unless `stop_accepting` is False), let the work in flight
+        finish for up to `grace` seconds, then cancel the rest (a reply cancelled this
+        way tells its user that the bot restarts). Returns how many were cancelled."""
+        if stop_accepting:
+            self._draining = True
         pending = set(self._tasks)
         if pending:
             log.info("draining %d task(s) in flight", len(pending))

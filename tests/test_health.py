@@ -36,6 +36,6 @@ async def test_not_ready_when_redis_is_gone(engine: Engine) -> None:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             ready = await client.get("/readyz")
             assert ready.status_code == 503
-            assert ready.json() == {"status": "memory store unavailable"}
+            assert ready.json()["problems"] == ["memory store: not answering"]
     finally:
         await server.stop()

@@ -1,0 +1,1 @@
+"""The Discord adapter: `teambot discord` (see `bots.discord.app.run_discord`)."""

@@ -1,0 +1,142 @@
+"""Slash commands and the summary's Share button. The callbacks only parse what Discord
+sent and hand it to the bot (`bots.discord.bot.TeamBot`), which does the work."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any, Literal
+
+import discord
+from discord import app_commands
+
+if TYPE_CHECKING:
+    import re
+
+    from bots.discord.bot import TeamBot
+
+__all__ = ["SHARE_PREFIX", "ShareButton", "TeamTree", "build_tree", "share_view"]
+
+log = logging.getLogger(__name__)
+
+SHARE_PREFIX = "teambot:share:"
+
+
+class TeamTree(app_commands.CommandTree["TeamBot"]):
+    """A command tree whose failures always end in a message to the user."""
+
+    async def on_error(
+        self, interaction: discord.Interaction[TeamBot], error: app_commands.AppCommandError
+    ) -> None:
+        error_id = secrets.token_hex(3)
+        command = interaction.command.name if interaction.command else "?"
+        log.error(
+            "/%s failed (error id %s)", command, error_id, exc_info=(type(error), error, None)
+        )
+        text = f"Something went wrong on my side (error {error_id}). Please try again."
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(
+                    text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+                )
+            else:
+                await interaction.response.send_message(
+                    text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+                )
+        except Exception as failure:  # e.g. the client is shutting down
+            log.warning("could not tell the user about error %s: %s", error_id, failure)
+
+
+def build_tree(bot: TeamBot) -> TeamTree:
+    """The bot's commands. They exist only in servers (see the README for why DMs are
+    declined); the per-user cooldown applies to the two that call a model."""
+    tree = TeamTree(
+        bot,
+        allowed_contexts=app_commands.AppCommandContext(guild=True),
+        allowed_installs=app_commands.AppInstallationType(guild=True),
+    )
+
+    @tree.command(name="ask", description="Ask the AI; the answer opens a thread to continue in")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        prompt="Your question or request",
+        image="An image (or an audio, video or text file) to go with it",
+    )
+    async def ask(
+        interaction: discord.Interaction[TeamBot],
+        prompt: app_commands.Range[str, 1, 4000],
+        image: discord.Attachment | None = None,
+    ) -> None:
+        await bot.command_ask(interaction, prompt, image)
+
+    @tree.command(name="summarize", description="Summarize this thread or this channel, for you")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        scope="This thread (default inside a thread) or this channel's recent messages",
+        hours="How far back to read (channel: default 24 hours; thread: the whole thread)",
+    )
+    async def summarize(
+        interaction: discord.Interaction[TeamBot],
+        scope: Literal["thread", "channel"] | None = None,
+        hours: app_commands.Range[int, 1, 720] | None = None,
+    ) -> None:
+        await bot.command_summarize(interaction, scope, hours)
+
+    @tree.command(name="forget", description="Erase my memory of this conversation")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        whole_channel="Also every thread of this channel (needs Manage Messages)",
+    )
+    async def forget(
+        interaction: discord.Interaction[TeamBot], whole_channel: bool = False
+    ) -> None:
+        await bot.command_forget(interaction, whole_channel)
+
+    @tree.command(name="usage", description="AI tokens and cost today for this server")
+    @app_commands.guild_only()
+    async def usage(interaction: discord.Interaction[TeamBot]) -> None:
+        await bot.command_usage(interaction)
+
+    return tree
+
+
+class ShareButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=r"teambot:share:(?P<token>[0-9a-f]{32})",
+):
+    """ "Share in channel" under a private summary. The summary itself is kept in the
+    shared cache under the token, so the button works in any process and after a
+    restart (until the cache entry expires)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Share in channel",
+                style=discord.ButtonStyle.primary,
+                custom_id=f"{SHARE_PREFIX}{token}",
+            )
+        )
+        self.token = token
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> ShareButton:
+        return cls(match["token"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        from bots.discord.bot import TeamBot
+
+        client = interaction.client
+        if isinstance(client, TeamBot):
+            await client.share_summary(interaction, self.token)
+
+
+def share_view(token: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(ShareButton(token))
+    return view
