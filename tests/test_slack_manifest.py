@@ -15,7 +15,7 @@ from bots.slack.bot import SHARE_ACTION, SUMMARIZE_SHORTCUT
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST: dict[str, Any] = yaml.safe_load((ROOT / "deploy/slack/manifest.yaml").read_text())
-SPEC = json.loads((ROOT.parent / "shared/specs/slack-web-openapi-v2.json").read_text())
+SPEC = json.loads((ROOT / "tests/specs/slack-web-openapi-v2.json").read_text())
 SOURCES = "\n".join(p.read_text() for p in (ROOT / "bots/slack").glob("*.py"))
 
 # Methods newer than the 2021 spec, with the scope their docs.slack.dev pages name.

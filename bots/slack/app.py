@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -34,6 +36,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.health import HealthServer, health_routes
@@ -231,6 +234,27 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
     return app
 
 
+def well_formed_body(body: str, content_type: str) -> bool:
+    """The outer shape of what Slack posts: a JSON object whose `type` is a string and
+    whose `event`, if any, is an object; or a form whose `payload`, if any, is a JSON
+    object. Checked before Bolt sees the request (Bolt's middleware assumes it)."""
+    try:
+        if content_type == "application/json":
+            data = json.loads(body)
+            return (
+                isinstance(data, dict)
+                and isinstance(data.get("type"), str)
+                and isinstance(data.get("event", {}), dict)
+            )
+        fields = urllib.parse.parse_qs(body, strict_parsing=bool(body))
+        if "payload" in fields:
+            payload = json.loads(fields["payload"][0])
+            return isinstance(payload, dict) and isinstance(payload.get("type"), str)
+        return "command" in fields or "ssl_check" in fields
+    except ValueError:
+        return False
+
+
 def _kind(body: dict[str, Any]) -> str:
     """A short label for what Slack sent: the event type, `command`, `shortcut`, ..."""
     kind = str(body.get("type") or ("command" if "command" in body else "other"))
@@ -251,11 +275,18 @@ class _DropMessages(logging.Filter):
 
 
 class SlackHttpServer:
-    """aiohttp server for HTTP mode: `/slack/events`, `/healthz`, `/readyz`."""
+    """aiohttp server for HTTP mode: `/slack/events`, `/healthz`, `/readyz`, `/metrics`.
 
-    def __init__(self, app: AsyncApp, bot: SlackBot, *, path: str = EVENTS_PATH) -> None:
+    Every request to `/slack/events` is checked against the signing secret before its
+    body is parsed: forged, stale or unsigned ones get 401 and nothing else happens; a
+    signed body that is not JSON or a form Slack sends gets 400; over 2 MB, 413."""
+
+    def __init__(
+        self, app: AsyncApp, bot: SlackBot, *, signing_secret: str, path: str = EVENTS_PATH
+    ) -> None:
         self.app = app
         self.bot = bot
+        self.verifier = SignatureVerifier(signing_secret)
         self.draining = False
         self.web = web.Application(client_max_size=2 * 1024 * 1024)
         self.web.add_routes(
@@ -273,10 +304,36 @@ class SlackHttpServer:
             # one once it is back) rather than losing it.
             return web.json_response({"error": "shutting down"}, status=503)
         started = time.perf_counter()
-        bolt_request = await to_bolt_request(request)
-        bolt_response = await self.app.async_dispatch(bolt_request)
+        raw = await request.read()
+        try:
+            body = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            # Slack signs UTF-8 text: a body that is not cannot pass the signature check.
+            return web.json_response({"error": "unverifiable request body"}, status=401)
+        if not self._signed(body, request.headers):
+            return web.json_response({"error": "invalid request signature"}, status=401)
+        if not well_formed_body(body, request.content_type):
+            log.info("malformed Slack request refused")
+            return web.json_response({"error": "malformed request"}, status=400)
+        try:
+            bolt_request = await to_bolt_request(request)
+            bolt_response = await self.app.async_dispatch(bolt_request)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            log.info("malformed Slack request refused: %s", type(error).__name__)
+            return web.json_response({"error": "malformed request"}, status=400)
+        if bolt_response.status >= 500:
+            # Our listeners only hand work over and cannot fail; a 5xx from Bolt means a
+            # signed request it could not make sense of (e.g. an event that is null).
+            log.info("malformed Slack request refused (Bolt answered %d)", bolt_response.status)
+            return web.json_response({"error": "malformed request"}, status=400)
         metrics.ACK_SECONDS.labels("slack").observe(time.perf_counter() - started)
         return await to_aiohttp_response(bolt_response)
+
+    def _signed(self, body: str, headers: Mapping[str, str]) -> bool:
+        try:
+            return self.verifier.is_valid_request(body, headers)
+        except ValueError:  # a timestamp that is not a number
+            return False
 
     async def start(self, host: str, port: int) -> int:
         runner = web.AppRunner(self.web, access_log=None, handle_signals=False)
@@ -337,7 +394,9 @@ async def run_slack(
             app = build_bolt_app(
                 bot, signing_secret=settings.slack_signing_secret.get_secret_value()
             )
-            server = SlackHttpServer(app, bot)
+            server = SlackHttpServer(
+                app, bot, signing_secret=settings.slack_signing_secret.get_secret_value()
+            )
             try:
                 bound = await server.start(host, port or settings.health_port or 3000)
             except OSError as error:

@@ -177,6 +177,34 @@ def parse_window(text: str) -> Window:
     return Window(channel, hours)
 
 
+_CHANNEL_ID = re.compile(r"^[CDG][A-Z0-9]{2,}$")
+_TS = re.compile(r"^\d{1,12}\.\d{1,9}$")
+
+
+def well_formed(event: object) -> bool:
+    """The fields a message event must have, of the types Slack sends. Anything else (a
+    signed but malformed or fuzzed payload) is ignored instead of failing later."""
+    if not isinstance(event, Mapping):
+        return False
+    channel, ts, thread_ts = event.get("channel"), event.get("ts"), event.get("thread_ts")
+    if not (isinstance(channel, str) and _CHANNEL_ID.match(channel)):
+        return False
+    if not (isinstance(ts, str) and _TS.match(ts)):
+        return False
+    if thread_ts is not None and not (isinstance(thread_ts, str) and _TS.match(thread_ts)):
+        return False
+    for name in ("user", "text", "bot_id", "subtype", "channel_type", "team", "user_team"):
+        if event.get(name) is not None and not isinstance(event.get(name), str):
+            return False
+    files = event.get("files")
+    if files is not None and not (
+        isinstance(files, list) and all(isinstance(f, Mapping) for f in files)
+    ):
+        return False
+    blocks = event.get("blocks")
+    return blocks is None or isinstance(blocks, list)
+
+
 # --- the bot --------------------------------------------------------------------------------
 
 
@@ -214,11 +242,16 @@ class SlackBot:
     # --- events (return at once) ------------------------------------------------------
 
     def on_app_mention(self, event: Mapping[str, Any], team_id: str) -> None:
+        if not well_formed(event):
+            log.info("ignored a malformed app_mention event")
+            return
         if not self._wanted(event, addressed=True):
             return
         self._start(event, team_id, addressed=True)
 
     def on_message(self, event: Mapping[str, Any], team_id: str) -> None:
+        if not isinstance(event, Mapping):
+            return
         subtype = event.get("subtype")
         if subtype in ("message_changed", "message_deleted"):
             channel = str(event.get("channel") or "")
@@ -228,7 +261,7 @@ class SlackBot:
                     self.engine.invalidate_summaries(key), name=f"invalidate:{channel}"
                 )
             return
-        if not is_conversation_message(event) or not event.get("ts") or not event.get("channel"):
+        if not is_conversation_message(event) or not well_formed(event):
             return
         is_dm = event.get("channel_type") == "im"
         if is_dm:

@@ -7,7 +7,7 @@ It speaks the two real wire protocols over real HTTP on 127.0.0.1:
   ``:streamGenerateContent`` (SSE with ``?alt=sse``, otherwise a JSON array).
 
 Every request is validated the way the real service would (the OpenAI body against the public
-OpenAPI spec in ``shared/specs``, Gemini pieces against ``google.genai.types``, plus the model
+OpenAPI spec in ``tests/specs``, Gemini pieces against ``google.genai.types``, plus the model
 rules the schemas cannot express) and recorded. Tests decide what the "model" answers with
 :class:`Reply` and inject failures with :class:`Fault` subclasses::
 
@@ -185,10 +185,10 @@ def estimate_tokens(text: str) -> int:
 # OpenAI spec: loaded and compiled once per process
 # --------------------------------------------------------------------------------------------
 
-#: ``shared/specs/openai-openapi.yaml`` beside the repository (override: $OPENAI_OPENAPI_SPEC).
+#: ``tests/specs/openai-openapi.yaml`` (override: $OPENAI_OPENAPI_SPEC).
 OPENAI_SPEC_PATH = Path(
     os.environ.get("OPENAI_OPENAPI_SPEC")
-    or Path(__file__).resolve().parents[3] / "shared" / "specs" / "openai-openapi.yaml"
+    or Path(__file__).resolve().parents[1] / "specs" / "openai-openapi.yaml"
 )
 _SPEC_URI = "urn:teambot:openai-openapi"
 _spec_lock = threading.Lock()

@@ -4,7 +4,7 @@ The real ``discord.py`` client talks to this fake over 127.0.0.1: point
 ``discord.http.Route.BASE`` at :attr:`FakeDiscord.api_url` and
 ``discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY`` at :attr:`FakeDiscord.gateway_url`.
 
-Behaviour follows Discord's public OpenAPI spec (``shared/specs/discord-openapi.json``:
+Behaviour follows Discord's public OpenAPI spec (``tests/specs/discord-openapi.json``:
 routes, request bodies, response shapes, error shapes), Discord's documentation (rate-limit
 headers, gateway opcodes and close codes, interaction deadlines, error codes) and what the
 installed discord.py reads (``http.py``, ``gateway.py``, ``state.py``, ``types/``).
@@ -323,11 +323,11 @@ class _Snowflakes:
 
 
 def default_spec_path() -> Path:
-    """``$DISCORD_OPENAPI_SPEC`` or ``<repo>/../shared/specs/discord-openapi.json``."""
+    """``$DISCORD_OPENAPI_SPEC`` or ``tests/specs/discord-openapi.json``."""
     env = os.environ.get("DISCORD_OPENAPI_SPEC")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "specs" / "discord-openapi.json"
+    return Path(__file__).resolve().parents[1] / "specs" / "discord-openapi.json"
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,13 @@ with ``Retry-After`` for rate limits. Point the code under test at it with
 
 Where the shapes come from:
 
-* ``shared/specs/slack-web-openapi-v2.json`` (Slack's public OpenAPI spec, 2021) for every method
+* ``tests/specs/slack-web-openapi-v2.json`` (Slack's public OpenAPI spec, 2021) for every method
   it covers: required arguments, error names and response schemas. :class:`SlackSpec` validates
   bodies against it, with a short, explicit list of errata (:data:`SPEC_ERRATA`) where the spec
   contradicts its own examples or Slack's observable behaviour.
 * docs.slack.dev method pages (and the installed ``slack_sdk`` source) for the methods the spec
   predates: ``chat.startStream``/``appendStream``/``stopStream``, ``assistant.threads.setStatus``.
-* ``shared/specs/slack-event-wrapper-schema.json`` for the ``event_callback`` envelope.
+* ``tests/specs/slack-event-wrapper-schema.json`` for the ``event_callback`` envelope.
 
 Everything here is test scaffolding: nothing in ``core/`` or ``bots/`` imports it.
 """
@@ -81,7 +81,7 @@ DEFAULT_REPLIES_LIMIT = 1000
 DEFAULT_MEMBERS_LIMIT = 100
 RESPONSE_URL_MAX_USES = 5  # "you can use a response_url up to 5 times within 30 minutes"
 
-DEFAULT_SPECS_DIR = Path(__file__).resolve().parents[3] / "shared" / "specs"
+DEFAULT_SPECS_DIR = Path(__file__).resolve().parents[1] / "specs"
 
 # Methods whose arguments Slack reads from a JSON body. The OpenAPI spec lists the content types
 # each method consumes; the conversations.* and users.* readers only take form or query arguments,
