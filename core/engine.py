@@ -335,6 +335,7 @@ class Engine:
             metrics.INFLIGHT.dec()
             metrics.REPLIES.labels(platform, outcome).inc()
             timed.observe(platform)
+            log.info("reply %s", outcome, extra=timed.fields())
             if outcome is not Outcome.DUPLICATE:
                 # Answered or told why not: a redelivery is a duplicate. Nothing reached
                 # the user: release the claim so a redelivery is answered.
@@ -841,6 +842,17 @@ class _TimedSink:
 
     def start(self) -> None:
         self.started = time.monotonic()
+
+    def fields(self) -> dict[str, float]:
+        """Timings for the log line of this reply, in milliseconds."""
+        if self.started is None:
+            return {}
+        out = {}
+        if self.first is not None:
+            out["first_text_ms"] = round((self.first - self.started) * 1000, 1)
+        if self.ended is not None:
+            out["answer_ms"] = round((self.ended - self.started) * 1000, 1)
+        return out
 
     def observe(self, platform: str) -> None:
         if self.started is None:

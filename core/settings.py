@@ -128,6 +128,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
     health_port: int | None = Field(default=None, ge=1, le=65535)
+    shutdown_grace_seconds: float = Field(default=25.0, ge=0, le=600)
 
     @field_validator("dialogue_route", "summary_route", "tool_modules", mode="before")
     @classmethod

@@ -71,7 +71,6 @@ SCOPES = ("bot", "applications.commands")
 #: Messages of an existing thread read once, as context, when the bot joins it.
 IMPORT_LIMIT = 200
 #: How long in-flight answers may finish when the bot is asked to stop.
-SHUTDOWN_GRACE = 20.0
 #: Cache namespaces (the engine's small shared cache in Redis).
 NS_COMMANDS = "discord-commands"
 NS_THREAD = "discord-thread"
@@ -241,7 +240,7 @@ class TeamBot(discord.AutoShardedClient):
         """Stop taking work, let answers in flight finish, then disconnect."""
         if self._drained is None:
             self._stopping = True
-            self._drained = asyncio.ensure_future(self.drain(SHUTDOWN_GRACE))
+            self._drained = asyncio.ensure_future(self.drain(self.settings.shutdown_grace_seconds))
         await self._drained
         await super().close()
         await self.pacer.close()

@@ -47,7 +47,6 @@ from core.engine import Engine
 from core.settings import ConfigError, Settings
 
 __all__ = [
-    "SHUTDOWN_GRACE",
     "SlackHttpServer",
     "build_bolt_app",
     "make_client",
@@ -57,8 +56,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Seconds shutdown waits for answers in flight (Kubernetes gives 30 by default).
-SHUTDOWN_GRACE = 25.0
 EVENTS_PATH = "/slack/events"
 
 
@@ -408,7 +405,7 @@ async def run_slack(
             # New events get 503 (Slack retries them), /readyz says so; answers in flight
             # are finished before the port closes.
             server.draining = True
-            await bot.shutdown(SHUTDOWN_GRACE)
+            await bot.shutdown(settings.shutdown_grace_seconds)
             await server.stop()
         else:
             assert settings.slack_app_token is not None
@@ -435,7 +432,7 @@ async def run_slack(
             finally:
                 # Stop taking events first, then let the answers in flight finish.
                 await handler.close_async()  # type: ignore[no-untyped-call]
-                await bot.shutdown(SHUTDOWN_GRACE)
+                await bot.shutdown(settings.shutdown_grace_seconds)
                 await health.stop()
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):

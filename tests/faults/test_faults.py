@@ -295,3 +295,50 @@ async def test_a_burst_of_a_thousand_events_across_a_hundred_threads(
     finally:
         assert await bot.stop() == 0
         bot.cleanup()
+
+
+async def test_sigterm_finishes_quick_answers_and_tells_slow_ones(
+    redis_url: str, key_prefix: str, cometapi: FakeCometAPI, slack: FakeSlack
+) -> None:
+    env = env_for(redis_url, key_prefix, cometapi, slack, shutdown_grace_seconds=1.5)
+    first = BotProcess(env, name="old")
+    await first.start()
+    async with aiohttp.ClientSession() as http:
+        cometapi.script(GPT, Reply("quick answer", chunks=2, chunk_delay=0.2))
+        quick = slack.mention(GENERAL, ALICE, "quick one")
+        assert await deliver(http, first.url, slack, quick) == 200
+        slow = slack.mention(GENERAL, ALICE, "slow one")
+        root = slow["event"]["ts"]
+        await asyncio.sleep(0.05)
+        cometapi.script(GPT, Reply("a very slow answer", chunks=10, chunk_delay=1.0))
+        assert await deliver(http, first.url, slack, slow) == 200
+        await asyncio.sleep(0.5)
+        # the rolling deploy: SIGTERM while both answers are in flight
+        started = time.monotonic()
+        assert await first.stop() == 0
+        assert time.monotonic() - started < 10
+        first.cleanup()
+        assert bot_replies(slack, quick["event"]["ts"]) == ["quick answer"]
+        # what had streamed stays, finished; the last word is the note
+        before = bot_replies(slack, root)
+        assert "restarting" in before[-1]
+        assert before[0].startswith("a ")
+        # the replacement answers the same thread at once: nothing was left locked
+        second = BotProcess(env, name="new")
+        await second.start()
+        try:
+            again = slack.mention(GENERAL, ALICE, "again please", thread_ts=root)
+            assert await deliver(http, second.url, slack, again) == 200
+            await wait_for(
+                lambda: len(bot_replies(slack, root)) == len(before) + 1, 15, "the next answer"
+            )
+            assert bot_replies(slack, root)[-1] == "Echo: [Alice] again please"
+            log = [json.loads(line) for line in second.log.splitlines() if line.startswith("{")]
+            replies = [entry for entry in log if entry.get("msg") == "reply answered"]
+            assert replies
+            assert replies[0]["conversation"].endswith(root)
+            assert replies[0]["event_id"] == f"{GENERAL}:{again['event']['ts']}"
+            assert "answer_ms" in replies[0]
+        finally:
+            assert await second.stop() == 0
+            second.cleanup()
