@@ -247,6 +247,9 @@ class Memory:
         self.redis = redis
         self.prefix = settings.redis_key_prefix
         self.ttl_ms = settings.memory_ttl_seconds * 1000
+        # A conversation's queue counters matter only while messages are in line; they are
+        # refreshed on every enter and leave, so an hour of quiet lets them go.
+        self.queue_ttl_ms = max(3_600_000, int(settings.total_timeout * 4000))
         self.max_messages = settings.history_max_messages
         self.lease_ms = int(settings.lock_ttl_seconds * 1000)
         self.dedupe_ttl = settings.dedupe_ttl_seconds
@@ -359,7 +362,9 @@ class Memory:
         keys = [fifo, claim] if claim else [fifo]
         # Tickets of one conversation are taken one at a time, in the order asked for.
         async with self._entering.hold(fifo):
-            number = int(await self._enter(keys=keys, args=[self.lease_ms, token, self.ttl_ms]))
+            number = int(
+                await self._enter(keys=keys, args=[self.lease_ms, token, self.queue_ttl_ms])
+            )
         if number == 0:
             raise AlreadyClaimed(claim)
         ticket = Ticket(
@@ -392,7 +397,7 @@ class Memory:
             for task in late:
                 task.cancel()
         try:
-            await self._leave(keys=[ticket.fifo], args=[ticket.number, self.ttl_ms])
+            await self._leave(keys=[ticket.fifo], args=[ticket.number, self.queue_ttl_ms])
         except (RedisConnectionError, RedisTimeoutError):
             log.warning("could not release the turn of %s; its lease will expire", ticket.key)
         self._wake(ticket.fifo)
