@@ -18,18 +18,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import multiprocessing
 import statistics
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from _support import clean_prefix, percentile, redis_url, summary_ms
+from _support import (
+    API_KEY,
+    clean_prefix,
+    fake_cometapi_process,
+    percentile,
+    redis_url,
+    summary_ms,
+)
 
-API_KEY = "sk-bench-discord-000000000"
 SEQUENTIAL = 20
 TOKEN = "bench-discord-token-000000"
 T = TypeVar("T")
@@ -40,31 +44,6 @@ def _streaming_answer(request: Any) -> Any:  # pragma: no cover - runs in the ch
 
     text = " ".join(f"word{i}" for i in range(200))
     return Reply(text, chunks=50, chunk_delay=0.1)
-
-
-def _serve_fake_model(queue: multiprocessing.Queue[str]) -> None:  # pragma: no cover - child
-    from tests.fakes.cometapi import FakeCometAPI
-
-    async def main() -> None:
-        async with FakeCometAPI(api_key=API_KEY) as fake:
-            fake.set_responder(_streaming_answer)
-            queue.put(fake.base_url)
-            await asyncio.Event().wait()
-
-    asyncio.run(main())
-
-
-@contextlib.contextmanager
-def fake_model_process() -> Iterator[str]:
-    context = multiprocessing.get_context("spawn")
-    queue: multiprocessing.Queue[str] = context.Queue()
-    process = context.Process(target=_serve_fake_model, args=(queue,), daemon=True)
-    process.start()
-    try:
-        yield queue.get(timeout=60)
-    finally:
-        process.terminate()
-        process.join(5)
 
 
 class LoopThread:
@@ -146,7 +125,7 @@ async def main(commands: int, channels: int, interval: float) -> None:
         quiet = [dc.add_channel(guild, f"quiet-{i}") for i in range(SEQUENTIAL)]
         return dc, rooms, people, quiet
 
-    with fake_model_process() as model_url:
+    with fake_cometapi_process(_streaming_answer) as model_url:
         dc, rooms, people, quiet = await fake_thread.run(build())
         settings = load_settings(
             _env_file=None,

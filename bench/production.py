@@ -15,88 +15,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import multiprocessing
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from _support import API_KEY, clean_prefix, fake_cometapi_process, percentile, redis_url
+from _support import (
+    ALICE,
+    API_KEY,
+    GENERAL,
+    SLACK_TEAM,
+    SLACK_TOKEN,
+    clean_prefix,
+    fake_cometapi_process,
+    fake_slack_process,
+    percentile,
+    redis_server,
+)
 from redis.asyncio import Redis
 
 from tests.faults.procs import BotProcess, bot_env
-
-TOKEN = "xoxb-bench-token-0001"
-TEAM = "T0000000001"
-ALICE = "U0ALICE0001"
-GENERAL = "C0GENERAL01"
-
-
-def _serve_slack(queue: Any, mentions: int) -> None:  # pragma: no cover - child process
-    """The fake Slack, seeded with `mentions` messages, plus `GET /stats`: when each
-    thread's answer was complete (the stream's stop, or a posted message), by thread."""
-    from aiohttp import web
-
-    from tests.fakes.slack_api import FakeSlack
-
-    async def main() -> None:
-        async with FakeSlack(bot_token=TOKEN, team_id=TEAM) as slack:
-            slack.add_user(ALICE, "alice", display_name="Alice")
-            slack.add_channel(GENERAL, "general", members=[ALICE])
-            stamps = [
-                slack.add_message(GENERAL, f"<@{slack.bot_user_id}> question {i}", user=ALICE)
-                for i in range(mentions)
-            ]
-            done: dict[str, float] = {}
-            streams: dict[str, str] = {}
-            seen = 0
-
-            async def stats(_request: web.Request) -> web.Response:
-                nonlocal seen
-                calls = slack.calls
-                for call in calls[seen:]:
-                    if not call.ok:
-                        continue
-                    if call.method == "chat.startStream":
-                        ts = str((call.response or {}).get("ts") or "")
-                        streams[ts] = str(call.args.get("thread_ts") or "")
-                    elif call.method == "chat.stopStream":
-                        root = streams.get(str(call.args.get("ts") or ""))
-                        if root:
-                            done.setdefault(root, call.time)
-                    elif call.method == "chat.postMessage" and call.args.get("thread_ts"):
-                        done.setdefault(str(call.args["thread_ts"]), call.time)
-                seen = len(calls)
-                return web.json_response(done)
-
-            app = web.Application()
-            app.router.add_get("/stats", stats)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            port = runner.addresses[0][1]
-            queue.put((slack.api_url, slack.signing_secret, stamps, f"http://127.0.0.1:{port}"))
-            await asyncio.Event().wait()
-
-    asyncio.run(main())
-
-
-@contextlib.contextmanager
-def fake_slack_process(mentions: int) -> Iterator[tuple[str, str, list[str], str]]:
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_serve_slack, args=(queue, mentions), daemon=True)
-    process.start()
-    try:
-        yield queue.get(timeout=120)
-    finally:
-        process.terminate()
-        process.join(5)
 
 
 def rss_mb(pid: int) -> float:
@@ -112,7 +52,7 @@ class Events:
     def __init__(self, signing_secret: str) -> None:
         from tests.fakes.slack_api import SlackPayloads, SlackSigner
 
-        self.payloads = SlackPayloads(team_id=TEAM)
+        self.payloads = SlackPayloads(team_id=SLACK_TEAM)
         self.signer = SlackSigner(signing_secret)
 
     def mention(self, ts: str, i: int) -> tuple[bytes, dict[str, str]]:
@@ -192,10 +132,10 @@ async def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="show the replicas' warnings")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
-    url = redis_url()
     per_run = [int(rate * args.seconds) for rate in rates]
     needed = 2 * sum(per_run) + (0 if args.skip_memory else args.conversations)
     with (
+        redis_server() as url,
         fake_cometapi_process() as cometapi_url,
         fake_slack_process(needed) as (api_url, secret, stamps, stats_url),
     ):
@@ -208,7 +148,7 @@ async def main() -> None:
                 cometapi_base_url=cometapi_url,
                 redis_url=url,
                 redis_key_prefix=prefix,
-                slack_bot_token=TOKEN,
+                slack_bot_token=SLACK_TOKEN,
                 slack_signing_secret=secret,
                 slack_api_url=api_url,
                 log_level="WARNING",

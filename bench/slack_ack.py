@@ -22,101 +22,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import multiprocessing
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
-from _support import API_KEY, clean_prefix, fake_cometapi_process, percentile, redis_url
+from _support import (
+    ALICE,
+    API_KEY,
+    GENERAL,
+    SLACK_TEAM,
+    SLACK_TOKEN,
+    clean_prefix,
+    fake_cometapi_process,
+    fake_slack_process,
+    percentile,
+    redis_server,
+)
 
 from bots.slack.app import run_slack
 from bots.slack.bot import SlackBot
 from core.settings import load_settings
 
-TOKEN = "xoxb-bench-0000000000"
-TEAM = "T0000000001"
-ALICE = "U0ALICE0001"
-GENERAL = "C0GENERAL01"
-
-
-# --- the fake Slack in its own process ----------------------------------------------------------
-
-
-def _serve_slack(queue: Any, mentions: int) -> None:  # pragma: no cover - child process
-    from tests.fakes.slack_api import FakeSlack
-
-    async def main() -> None:
-        async with FakeSlack(bot_token=TOKEN, team_id=TEAM) as slack:
-            slack.add_user(ALICE, "alice", display_name="Alice")
-            slack.add_channel(GENERAL, "general", members=[ALICE])
-            stamps = [
-                slack.add_message(GENERAL, f"<@{slack.bot_user_id}> question {i}", user=ALICE)
-                for i in range(mentions)
-            ]
-            queue.put((slack.api_url, slack.signing_secret, stamps))
-            await asyncio.Event().wait()
-
-    asyncio.run(main())
-
-
-@contextlib.contextmanager
-def fake_slack_process(mentions: int) -> Iterator[tuple[str, str, list[str]]]:
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_serve_slack, args=(queue, mentions), daemon=True)
-    process.start()
-    try:
-        yield queue.get(timeout=60)
-    finally:
-        process.terminate()
-        process.join(5)
-
-
-@contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    """$REDIS_URL if it answers, else a throwaway redis-server on a free port."""
-    import redis
-
-    url = redis_url()
-    with contextlib.suppress(redis.RedisError):
-        if redis.Redis.from_url(url, socket_connect_timeout=1).ping():
-            yield url
-            return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit(f"No Redis at {url} and no redis-server on PATH.")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    workdir = tempfile.mkdtemp(prefix="teambot-bench-redis-")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(redis.RedisError):
-                if redis.Redis.from_url(url).ping():
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit("redis-server did not start")
-            time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(5)
-        shutil.rmtree(workdir, ignore_errors=True)
+TOKEN, TEAM = SLACK_TOKEN, SLACK_TEAM
 
 
 # --- requests as Slack sends them ---------------------------------------------------------------
@@ -181,7 +110,7 @@ async def bench(args: argparse.Namespace) -> None:
     with (
         redis_server() as redis,
         fake_cometapi_process() as comet_url,
-        fake_slack_process(args.first_text + events) as (api_url, secret, stamps),
+        fake_slack_process(args.first_text + events) as (api_url, secret, stamps, _stats),
     ):
         prefix = f"teambot-bench-{uuid.uuid4().hex[:8]}"
         settings = load_settings(

@@ -5,13 +5,5 @@
 #   bash tests/run.sh [pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
-fi
-stamp=.venv/.teambot-dev
-if [ ! -f "$stamp" ] || [ deploy/requirements-dev.lock -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  bash deploy/install.sh .venv deploy/requirements-dev.lock --editable
-  touch "$stamp"
-fi
+bash deploy/install.sh .venv deploy/requirements-dev.lock --editable
 exec .venv/bin/python -m pytest -q "$@"

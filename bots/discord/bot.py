@@ -17,7 +17,7 @@ import logging
 import math
 import re
 import secrets
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from typing import Any, Literal
 
 import discord
@@ -44,6 +44,7 @@ from bots.discord.sink import (
 )
 from core.engine import Engine, Outcome, Reservation
 from core.logs import bind
+from core.memory import KeyedLocks
 from core.settings import ConfigError, Settings
 from core.types import Attachment, Author, ChatMessage, ConversationKey, Incoming
 
@@ -181,7 +182,7 @@ class TeamBot(discord.AutoShardedClient):
         self.pacer = EditPacer(settings.discord_edit_interval)
         self.tree = build_tree(self)
         self.synced: list[str] = []
-        self._gates: dict[int, tuple[asyncio.Lock, int]] = {}
+        self._gates = KeyedLocks()
         self._stopping = False
         self._drained: asyncio.Future[None] | None = None
         self._gateway_override = bool(settings.discord_gateway_url)
@@ -312,21 +313,10 @@ class TeamBot(discord.AutoShardedClient):
 
     # --- ordering -------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _in_order(self, channel_id: int) -> AsyncIterator[None]:
-        """Messages of one channel are prepared one at a time, in arrival order, so
-        they reach the engine (which queues per conversation) in that order."""
-        lock, users = self._gates.get(channel_id, (asyncio.Lock(), 0))
-        self._gates[channel_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._gates[channel_id]
-            if users <= 1:
-                del self._gates[channel_id]
-            else:
-                self._gates[channel_id] = (lock, users - 1)
+    def _in_order(self, channel_id: int) -> contextlib.AbstractAsyncContextManager[None]:
+        """Messages of one channel are looked at one at a time, in arrival order, until
+        each has its place in its conversation's line."""
+        return self._gates.hold(str(channel_id))
 
     # --- replies ------------------------------------------------------------------------
 
