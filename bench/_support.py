@@ -141,6 +141,28 @@ def fake_slack_process(mentions: int) -> Iterator[tuple[str, str, list[str], str
         yield found
 
 
+class SlackRequests:
+    """Signed deliveries as Slack sends them, for the seeded messages."""
+
+    def __init__(self, signing_secret: str) -> None:
+        from tests.fakes.slack_api import SlackPayloads, SlackSigner
+
+        self.payloads = SlackPayloads(team_id=SLACK_TEAM)
+        self.signer = SlackSigner(signing_secret)
+
+    def mention(self, ts: str, i: int) -> tuple[bytes, dict[str, str]]:
+        """The `app_mention` of seeded message `ts` (text "question i")."""
+        text = f"<@{self.payloads.bot_user_id}> question {i}"
+        request = self.signer.json_request(self.payloads.app_mention(GENERAL, ALICE, text, ts=ts))
+        return request.body, request.headers
+
+    def chatter(self, i: int) -> tuple[bytes, dict[str, str]]:
+        """A channel message the bot does not answer."""
+        envelope = self.payloads.message(GENERAL, ALICE, f"lunch plans, message {i}")
+        request = self.signer.json_request(envelope)
+        return request.body, request.headers
+
+
 def redis_url() -> str:
     return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 

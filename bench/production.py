@@ -23,11 +23,9 @@ from typing import Any
 
 import aiohttp
 from _support import (
-    ALICE,
     API_KEY,
-    GENERAL,
-    SLACK_TEAM,
     SLACK_TOKEN,
+    SlackRequests,
     clean_prefix,
     fake_cometapi_process,
     fake_slack_process,
@@ -46,23 +44,8 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-class Events:
-    """Signed `app_mention` deliveries for the seeded messages."""
-
-    def __init__(self, signing_secret: str) -> None:
-        from tests.fakes.slack_api import SlackPayloads, SlackSigner
-
-        self.payloads = SlackPayloads(team_id=SLACK_TEAM)
-        self.signer = SlackSigner(signing_secret)
-
-    def mention(self, ts: str, i: int) -> tuple[bytes, dict[str, str]]:
-        text = f"<@{self.payloads.bot_user_id}> question {i}"
-        request = self.signer.json_request(self.payloads.app_mention(GENERAL, ALICE, text, ts=ts))
-        return request.body, request.headers
-
-
 async def load(
-    events: Events,
+    events: SlackRequests,
     stamps: list[str],
     stats_url: str,
     replicas: list[BotProcess],
@@ -139,7 +122,7 @@ async def main() -> None:
         fake_cometapi_process() as cometapi_url,
         fake_slack_process(needed) as (api_url, secret, stamps, stats_url),
     ):
-        events = Events(secret)
+        events = SlackRequests(secret)
         pool = iter(stamps)
 
         def env(prefix: str) -> dict[str, str]:

@@ -29,11 +29,10 @@ from typing import Any
 
 import aiohttp
 from _support import (
-    ALICE,
     API_KEY,
-    GENERAL,
     SLACK_TEAM,
     SLACK_TOKEN,
+    SlackRequests,
     clean_prefix,
     fake_cometapi_process,
     fake_slack_process,
@@ -46,27 +45,6 @@ from bots.slack.bot import SlackBot
 from core.settings import load_settings
 
 TOKEN, TEAM = SLACK_TOKEN, SLACK_TEAM
-
-
-# --- requests as Slack sends them ---------------------------------------------------------------
-
-
-class Requests:
-    def __init__(self, signing_secret: str) -> None:
-        from tests.fakes.slack_api import SlackPayloads, SlackSigner
-
-        self.payloads = SlackPayloads(team_id=TEAM)
-        self.signer = SlackSigner(signing_secret)
-
-    def mention(self, ts: str, i: int) -> tuple[bytes, dict[str, str]]:
-        text = f"<@{self.payloads.bot_user_id}> question {i}"
-        request = self.signer.json_request(self.payloads.app_mention(GENERAL, ALICE, text, ts=ts))
-        return request.body, request.headers
-
-    def chatter(self, i: int) -> tuple[bytes, dict[str, str]]:
-        envelope = self.payloads.message(GENERAL, ALICE, f"lunch plans, message {i}")
-        request = self.signer.json_request(envelope)
-        return request.body, request.headers
 
 
 def fire(url: str, requests: list[tuple[bytes, dict[str, str]]], rate: float) -> list[float]:
@@ -153,7 +131,7 @@ async def bench(args: argparse.Namespace) -> None:
                 return response
 
             bot.client.chat_startStream = timed_start  # type: ignore[method-assign]
-            requests = Requests(secret)
+            requests = SlackRequests(secret)
 
             # 1. event -> first streamed text, one at a time
             acks: list[float] = []
