@@ -83,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 settings.slack_signing_secret,
                 settings.discord_bot_token,
             ),
+            quiet=("discord.gateway",),
         )
         return _run(args, settings)
     except ConfigError as error:

@@ -82,8 +82,13 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(
-    level: str = "INFO", fmt: str = "json", secrets: Iterable[SecretStr | None] = ()
+    level: str = "INFO",
+    fmt: str = "json",
+    secrets: Iterable[SecretStr | None] = (),
+    quiet: Iterable[str] = (),
 ) -> None:
+    """Root logging to stderr. `quiet` names chatty libraries' loggers that are kept at
+    WARNING or above whatever the level."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(_Redactor(s.get_secret_value() for s in secrets if s is not None))
@@ -92,5 +97,5 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "discord.gateway", "aiohttp.access"):
+    for noisy in ("httpx", "httpcore", "aiohttp.access", *quiet):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
