@@ -3,6 +3,7 @@ the developer's environment, and an engine wired to the fake CometAPI."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -10,8 +11,8 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -118,3 +119,24 @@ async def engine(settings: Settings) -> AsyncIterator[Engine]:
         yield engine
     finally:
         await engine.close()
+
+
+@pytest.fixture
+def engine_with(
+    redis_url: str, key_prefix: str, cometapi: FakeCometAPI
+) -> Callable[..., contextlib.AbstractAsyncContextManager[Engine]]:
+    """`async with engine_with(history_token_budget=600) as engine:` — an engine on this
+    test's Redis prefix and fake CometAPI, with some settings changed."""
+
+    @contextlib.asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[Engine]:
+        values: dict[str, Any] = {
+            "redis_url": redis_url,
+            "redis_key_prefix": key_prefix,
+            "cometapi_base_url": cometapi.base_url,
+        }
+        values.update(overrides)
+        async with await Engine.start(make_settings(**values)) as engine:
+            yield engine
+
+    return start

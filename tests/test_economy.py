@@ -4,29 +4,25 @@ summary route's cost is counted separately."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 from core.engine import Engine
 from core.sink import CollectingSink
 from core.types import Author, ConversationKey, Incoming
 from tests.fakes.cometapi import FakeCometAPI
-from tests.support import make_settings, team_model
+from tests.support import team_model
 
 FILLER = "we talked about the weather and lunch plans and other small things again"
 
 
 async def test_a_fact_from_turn_one_is_answerable_at_turn_two_hundred(
-    redis_url: str, key_prefix: str, cometapi: FakeCometAPI
+    engine_with: Callable[..., AbstractAsyncContextManager[Engine]], cometapi: FakeCometAPI
 ) -> None:
     cometapi.set_responder(team_model)
     budget = 1500
-    settings = make_settings(
-        redis_url=redis_url,
-        redis_key_prefix=key_prefix,
-        cometapi_base_url=cometapi.base_url,
-        history_token_budget=budget,
-    )
     key = ConversationKey("slack", "T1", "C1", "long-thread")
-    async with await Engine.start(settings) as engine:
+    async with engine_with(history_token_budget=budget) as engine:
         sizes = []
         for turn in range(1, 201):
             if turn == 1:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 import pytest
 
@@ -27,7 +29,7 @@ from tests.fakes.cometapi import (
     ToolCall,
     Unauthorized,
 )
-from tests.support import RecordingSink, make_settings
+from tests.support import RecordingSink
 
 GPT = "gpt-5.3-chat-latest"
 FLASH = "gemini-3.1-flash-lite"
@@ -290,17 +292,10 @@ async def test_repeated_failure_falls_back_then_the_dead_model_cools_down(
 
 
 async def test_primary_is_used_again_after_the_cooldown(
-    redis_url: str, key_prefix: str, cometapi: FakeCometAPI
+    engine_with: Callable[..., AbstractAsyncContextManager[Engine]],
+    cometapi: FakeCometAPI,
 ) -> None:
-    settings = make_settings(
-        redis_url=redis_url,
-        redis_key_prefix=key_prefix,
-        cometapi_base_url=cometapi.base_url,
-        breaker_failures=1,
-        breaker_cooldown=0.5,
-        retry_attempts=1,
-    )
-    async with await Engine.start(settings) as engine:
+    async with engine_with(breaker_failures=1, breaker_cooldown=0.5, retry_attempts=1) as engine:
         cometapi.script(GPT, ServerError(500))
         await ask(engine, "one")
         await ask(engine, "two")
@@ -341,16 +336,10 @@ async def test_everything_down_ends_in_a_message_not_silence(
 
 
 async def test_first_token_and_idle_timeouts(
-    redis_url: str, key_prefix: str, cometapi: FakeCometAPI
+    engine_with: Callable[..., AbstractAsyncContextManager[Engine]],
+    cometapi: FakeCometAPI,
 ) -> None:
-    settings = make_settings(
-        redis_url=redis_url,
-        redis_key_prefix=key_prefix,
-        cometapi_base_url=cometapi.base_url,
-        first_token_timeout=0.3,
-        idle_timeout=0.3,
-    )
-    async with await Engine.start(settings) as engine:
+    async with engine_with(first_token_timeout=0.3, idle_timeout=0.3) as engine:
         cometapi.script(GPT, Reply("slow", delay=2))
         cometapi.script(GPT, Reply("stalls midway", chunks=4, stall_after=2, stall=2))
         started = time.monotonic()
@@ -361,18 +350,13 @@ async def test_first_token_and_idle_timeouts(
 
 
 async def test_long_history_is_folded_into_a_rolling_summary(
-    redis_url: str, key_prefix: str, cometapi: FakeCometAPI
+    engine_with: Callable[..., AbstractAsyncContextManager[Engine]],
+    cometapi: FakeCometAPI,
 ) -> None:
     from tests.support import team_model
 
     cometapi.set_responder(team_model)
-    settings = make_settings(
-        redis_url=redis_url,
-        redis_key_prefix=key_prefix,
-        cometapi_base_url=cometapi.base_url,
-        history_token_budget=600,
-    )
-    async with await Engine.start(settings) as engine:
+    async with engine_with(history_token_budget=600) as engine:
         await ask(engine, "The launch code word is PELICAN and the budget is 4200 euros.")
         for i in range(12):
             await ask(engine, f"Filler message number {i}, " + "blah " * 30)
@@ -390,18 +374,13 @@ async def test_long_history_is_folded_into_a_rolling_summary(
 
 
 async def test_fold_keeps_tool_call_and_result_together(
-    redis_url: str, key_prefix: str, cometapi: FakeCometAPI
+    engine_with: Callable[..., AbstractAsyncContextManager[Engine]],
+    cometapi: FakeCometAPI,
 ) -> None:
     from tests.support import team_model
 
     cometapi.set_responder(team_model)
-    settings = make_settings(
-        redis_url=redis_url,
-        redis_key_prefix=key_prefix,
-        cometapi_base_url=cometapi.base_url,
-        history_token_budget=500,
-    )
-    async with await Engine.start(settings) as engine:
+    async with engine_with(history_token_budget=500) as engine:
         for i in range(8):
             cometapi.script(GPT, Reply(tool_calls=[ToolCall("current_time", {"timezone": "UTC"})]))
             await ask(engine, f"time please {i} " + "x " * 60)
@@ -457,15 +436,10 @@ async def test_forget_erases_the_conversation(engine: Engine, cometapi: FakeCome
 
 
 async def test_budget_refusal_makes_no_model_call(
-    redis_url: str, key_prefix: str, cometapi: FakeCometAPI
+    engine_with: Callable[..., AbstractAsyncContextManager[Engine]],
+    cometapi: FakeCometAPI,
 ) -> None:
-    settings = make_settings(
-        redis_url=redis_url,
-        redis_key_prefix=key_prefix,
-        cometapi_base_url=cometapi.base_url,
-        daily_budget_usd=0.003,
-    )
-    async with await Engine.start(settings) as engine:
+    async with engine_with(daily_budget_usd=0.003) as engine:
         # about 700 tokens in ($0.0012 at GPT prices), then the echoed answer costs more
         sink = await ask(engine, "word " * 400)
         assert sink.final is not None
@@ -548,15 +522,10 @@ async def test_unsupported_and_oversized_files_get_a_note(
 
 
 async def test_gemini_function_calls_echo_the_thought_signature(
-    redis_url: str, key_prefix: str, cometapi: FakeCometAPI
+    engine_with: Callable[..., AbstractAsyncContextManager[Engine]],
+    cometapi: FakeCometAPI,
 ) -> None:
-    settings = make_settings(
-        redis_url=redis_url,
-        redis_key_prefix=key_prefix,
-        cometapi_base_url=cometapi.base_url,
-        dialogue_route=f"gemini:{FLASH}",
-    )
-    async with await Engine.start(settings) as engine:
+    async with engine_with(dialogue_route=f"gemini:{FLASH}") as engine:
         cometapi.script(FLASH, Reply(tool_calls=[ToolCall("current_time", {"timezone": "UTC"})]))
         sink = await ask(engine, "time?")
         assert sink.final is not None and "Tool result" in sink.final
@@ -581,11 +550,10 @@ async def test_history_written_by_gpt_is_valid_for_gemini(
     assert cometapi.rejected == []
 
 
-async def test_in_process_store_engine(key_prefix: str, cometapi: FakeCometAPI) -> None:
-    settings = make_settings(
-        redis_url=None, redis_key_prefix=key_prefix, cometapi_base_url=cometapi.base_url
-    )
-    async with await Engine.start(settings) as engine:
+async def test_in_process_store_engine(
+    engine_with: Callable[..., AbstractAsyncContextManager[Engine]], cometapi: FakeCometAPI
+) -> None:
+    async with engine_with(redis_url=None) as engine:
         await ask(engine, "first")
         second = await ask(engine, "second")
         assert second.final == "Echo: [Ana] second"
@@ -645,19 +613,14 @@ async def test_a_summary_is_incremental_and_invalidated_by_edits(
 
 
 async def test_long_transcripts_are_map_reduced_not_truncated(
-    redis_url: str, key_prefix: str, cometapi: FakeCometAPI
+    engine_with: Callable[..., AbstractAsyncContextManager[Engine]],
+    cometapi: FakeCometAPI,
 ) -> None:
     from core.types import ChatMessage
     from tests.support import team_model
 
     cometapi.set_responder(team_model)
-    settings = make_settings(
-        redis_url=redis_url,
-        redis_key_prefix=key_prefix,
-        cometapi_base_url=cometapi.base_url,
-        summary_chunk_tokens=1000,
-    )
-    async with await Engine.start(settings) as engine:
+    async with engine_with(summary_chunk_tokens=1000) as engine:
         thread = [
             ChatMessage.user(f"message {i} " + "words " * 20, "Ana", id=str(i), ts=1000 + i)
             for i in range(200)
