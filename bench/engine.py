@@ -93,7 +93,7 @@ async def history_cost(engine: Engine) -> None:
         started = time.perf_counter()
         fold, keep = split_for_budget(history, engine.settings.history_token_budget, 3000)
         fits.append(time.perf_counter() - started)
-    size = await engine.memory.redis.memory_usage(f"{engine.memory.prefix}:h:{key}")
+    size = await engine.store.redis.memory_usage(engine.store.keys.of("h", key))
     print(f"10,000-message history ({len(history)} loaded, {size / 1e6:.1f} MB in Redis):")
     print(f"  load (LRANGE + parse)  {summary_ms(loads)}")
     print(f"  fit to the budget      {summary_ms(fits)}   -> fold {len(fold)}, keep {len(keep)}")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import httpx
 
-from core.memory import connect_redis
 from core.settings import ConfigError, Settings
+from core.store import connect_store
 
 __all__ = ["run_doctor"]
 
@@ -24,17 +24,19 @@ async def run_doctor(settings: Settings) -> int:
     except ConfigError as error:
         results.append(_line(False, f"configuration: {error}"))
 
-    redis = connect_redis(settings)
+    store = None
     where = "in-process store (REDIS_URL unset: memory is not persistent)"
     if settings.redis_url is not None:
         where = "Redis at REDIS_URL"
     try:
-        await redis.ping()
+        store = await connect_store(settings)
+        await store.ping()
         results.append(_line(True, f"memory: {where} answers"))
     except Exception as error:
         results.append(_line(False, f"memory: {where} does not answer ({type(error).__name__})"))
     finally:
-        await redis.aclose()
+        if store is not None:
+            await store.close()
 
     if settings.cometapi_api_key is None:
         results.append(_line(False, "model API: skipped, no API key"))

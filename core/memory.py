@@ -1,76 +1,82 @@
-"""Conversation state in Redis: history, rolling summaries, an ordered per-conversation
-lock with heartbeats, event dedupe, summary cache, usage ledger, small caches.
+"""Conversation memory in Redis: history, the rolling summary, one-time imports, deletions
+and edits, and cached on-demand summaries.
 
-Key layout (all under the configured prefix `P`; `K` is a ConversationKey):
+Keys (`K` a conversation key, `C` its channel key; braces are Redis Cluster hash tags):
 
-    P:h:K          list   history, JSON ChatMessage per entry (RPUSH+LTRIM+PEXPIRE)
-    P:rs:K         string rolling summary of folded history (JSON)
-    P:imp:K        string "history import done" marker
-    P:q:K          hash   FIFO lock: `tail` (last ticket issued), `head` (last ticket served)
-    P:q:K:a:N      string lease of ticket N (kept alive by a heartbeat)
-    P:ev:E         string dedupe of platform event E: a lease while answering, then "done"
-    P:sum:S        string cached on-demand summary of scope S (JSON)
-    P:sumidx:C     set    summary scopes that live in channel C (for invalidation)
-    P:u:T:DAY      hash   usage ledger of tenant T on a UTC day
-    P:c:NS:ID      string small caches (display names, ...)
+    P:h:{K}        list    every message, JSON ChatMessage per entry (bounded, expiring)
+    P:ho:{K}       int     how many of the oldest entries the rolling summary covers
+    P:rs:{K}       string  the rolling summary of those entries (JSON)
+    P:imp:{K}      string  "history imported" marker (also set by forget)
+    P:mi:{C}       hash    message id → conversation key, for deletions and edits
+    P:sum:{C}:S    string  cached on-demand summary of scope S (JSON)
+    P:sumidx:{C}   set     the summary scopes of channel C (for invalidation)
+
+Folded messages stay in the list behind the rolling summary's offset: the model sees
+the summary and the entries after it; when a folded message is deleted or edited, the
+summary is dropped and the next turn folds what remains again, so nothing deleted is
+ever sent to a model again.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import datetime as dt
 import json
 import logging
-import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from pydantic import BaseModel, TypeAdapter
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
-from core import metrics
+from core.queue import LeaseLost, Ticket
 from core.settings import Settings
+from core.store import Store, channel_glob
 from core.types import ChatMessage, ConversationKey
 
-__all__ = [
-    "AlreadyClaimed",
-    "KeyedLocks",
-    "Memory",
-    "RollingSummary",
-    "Ticket",
-    "UsageRecord",
-    "connect_redis",
-]
+__all__ = ["History", "MessageRef", "RollingSummary"]
 
 log = logging.getLogger(__name__)
 
-# RPUSH + LTRIM + PEXPIRE in one step.
+# Rolling summary, offset and the entries after it, in one round trip.
+# KEYS: history, offset, summary.
+_LOAD = """
+local offset = tonumber(redis.call('GET', KEYS[2]) or '0')
+return {redis.call('GET', KEYS[3]) or false, offset, redis.call('LRANGE', KEYS[1], offset, -1)}
+"""
+
+# Append, bounded, with a fencing check. KEYS: history, offset, lease (or any name).
+# ARGV: ttl ms, max entries, token ('' = no fence), entries...
+# Returns the new length, or -1 when the fence (the turn's lease) is no longer ours.
 _APPEND = """
+if ARGV[3] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[3] then return -1 end
 local n = 0
-for i = 3, #ARGV do n = redis.call('RPUSH', KEYS[1], ARGV[i]) end
-redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+for i = 4, #ARGV do n = redis.call('RPUSH', KEYS[1], ARGV[i]) end
+local excess = n - tonumber(ARGV[2])
+if excess > 0 then
+  redis.call('LTRIM', KEYS[1], excess, -1)
+  local offset = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if offset > 0 then
+    redis.call('SET', KEYS[2], math.max(0, offset - excess), 'PX', ARGV[1])
+  end
+  n = n - excess
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return n
 """
 
-# Drop the first N history entries (they were folded) and store the new rolling
-# summary, only if the history still starts with the entry we folded from.
+# Fold: the rolling summary now covers COUNT more entries, if the entry at the current
+# offset is still the one folded from. KEYS: history, offset, summary.
+# ARGV: first folded entry, count, summary JSON, ttl ms.
 _FOLD = """
-local first = redis.call('LINDEX', KEYS[1], 0)
-if first ~= ARGV[1] then return 0 end
-redis.call('LTRIM', KEYS[1], tonumber(ARGV[2]), -1)
-redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+local offset = tonumber(redis.call('GET', KEYS[2]) or '0')
+if redis.call('LINDEX', KEYS[1], offset) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], offset + tonumber(ARGV[2]), 'PX', ARGV[4])
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 
-# Import history once: only into a conversation that has none and was never imported.
+# Import once: only into a conversation that has no history and was never imported.
+# KEYS: history, marker. ARGV: ttl ms, max entries, entries...
 _IMPORT = """
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 for i = 3, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
@@ -80,73 +86,35 @@ redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
 return 1
 """
 
-# FIFO lock. Take a ticket and its lease atomically; with a claim key (KEYS[2]), only if
-# that event was not claimed before (returns 0 then: a duplicate delivery).
-_ENTER = """
-if #KEYS > 1 and not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[1]) then
-  return 0
-end
-local n = redis.call('HINCRBY', KEYS[1], 'tail', 1)
-redis.call('SET', KEYS[1] .. ':a:' .. n, ARGV[2], 'PX', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return n
-"""
-
-# Is it ticket ARGV[1]'s turn? Skips tickets whose lease expired (their holder died).
-# Returns 1 (your turn), 0 (wait), -1 (you were skipped: your lease had expired).
-_TURN = """
-local me = tonumber(ARGV[1])
-for _ = 1, 1000 do
-  local head = tonumber(redis.call('HGET', KEYS[1], 'head') or '0')
-  local nxt = head + 1
-  if nxt == me then return 1 end
-  if nxt > me then return -1 end
-  if redis.call('EXISTS', KEYS[1] .. ':a:' .. nxt) == 1 then return 0 end
-  redis.call('HSET', KEYS[1], 'head', nxt)
-end
-return 0
-"""
-
-# Finish ticket ARGV[1]: advance head past it and drop its lease.
-_LEAVE = """
-local me = tonumber(ARGV[1])
-local head = tonumber(redis.call('HGET', KEYS[1], 'head') or '0')
-if head < me then redis.call('HSET', KEYS[1], 'head', me) end
-redis.call('DEL', KEYS[1] .. ':a:' .. me)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PUBLISH', KEYS[1] .. ':wake', me)
-return 1
-"""
-
-# Extend leases that still hold our token. KEYS are lease keys; ARGV[1]=token, ARGV[2]=ms.
-_RENEW = """
-local ok = 0
-for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then
-    redis.call('PEXPIRE', KEYS[i], ARGV[2])
-    ok = ok + 1
+# Replace (or, with an empty replacement, remove) exact entries. KEYS: history, offset,
+# summary. ARGV: count of pairs, then (old entry, new entry or '') pairs.
+# A changed entry behind the offset drops the rolling summary (it is folded again).
+# Returns how many entries changed.
+_REWRITE = """
+local offset = tonumber(redis.call('GET', KEYS[2]) or '0')
+local entries = redis.call('LRANGE', KEYS[1], 0, -1)
+local changed, folded_hit = 0, false
+for i = 1, #entries do
+  for p = 0, tonumber(ARGV[1]) - 1 do
+    if entries[i] == ARGV[2 + 2 * p] then
+      local replacement = ARGV[3 + 2 * p]
+      if i - 1 < offset then folded_hit = true end
+      if replacement == '' then
+        redis.call('LSET', KEYS[1], i - 1, '__teambot_removed__')
+      else
+        redis.call('LSET', KEYS[1], i - 1, replacement)
+      end
+      changed = changed + 1
+      break
+    end
   end
 end
-return ok
-"""
-
-# Claim an event: NX lease; "done" once answered.
-_FINISH_EVENT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], 'done', 'EX', ARGV[2])
-  return 1
+redis.call('LREM', KEYS[1], 0, '__teambot_removed__')
+if folded_hit then
+  redis.call('DEL', KEYS[2], KEYS[3])
 end
-return 0
+return changed
 """
-
-_RELEASE_EVENT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
-class AlreadyClaimed(Exception):
-    """The event was claimed before: a duplicate delivery."""
 
 
 class RollingSummary(BaseModel):
@@ -156,454 +124,229 @@ class RollingSummary(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
-class UsageRecord:
-    route: str
-    model: str
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
+class MessageRef:
+    """A platform message, as deletions and edits name it."""
 
+    platform: str
+    workspace: str
+    channel: str
+    message_id: str
 
-@dataclass(slots=True)
-class Ticket:
-    """A place in a conversation's queue, kept alive by a heartbeat until released."""
-
-    key: ConversationKey
-    number: int
-    token: str
-    fifo: str
-    leases: list[str]
-    lost: bool = False
-    heartbeat: asyncio.Task[None] | None = None
-    released: bool = False
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class KeyedLocks:
-    """In-process FIFO locks by name, dropped when nobody holds or waits for them.
-    asyncio locks are fair, so work on one name runs in the order it asked."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, name: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(name, (asyncio.Lock(), 0))
-        self._locks[name] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[name]
-            if users <= 1:
-                del self._locks[name]
-            else:
-                self._locks[name] = (lock, users - 1)
-
-
-def connect_redis(settings: Settings) -> Redis:
-    """One Redis pool per process: the real server when REDIS_URL is set, otherwise an
-    in-process store that runs the same commands and scripts."""
-    if settings.redis_url is None:
-        from fakeredis import FakeAsyncRedis
-
-        log.warning(
-            "REDIS_URL is not set: using an in-process store; memory is not persistent "
-            "and is not shared between processes"
-        )
-        return cast(Redis, FakeAsyncRedis(decode_responses=True))
-    # A blocking pool: under a burst, a command waits for a free connection instead of
-    # failing with "Too many connections".
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_url.get_secret_value(),
-        max_connections=settings.redis_max_connections,
-        timeout=20,
-        decode_responses=True,
-        socket_connect_timeout=5,
-        socket_timeout=10,
-        health_check_interval=15,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=8),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
-    )
-    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
+    @property
+    def channel_key(self) -> ConversationKey:
+        return ConversationKey(self.platform, self.workspace, self.channel, "*")
 
 
 _HISTORY = TypeAdapter(list[ChatMessage])
 
 
-def _parse_history(raw: list[str]) -> list[ChatMessage]:
+def _parse(raw: Sequence[str]) -> list[ChatMessage]:
     """Parse stored entries in one pass (pydantic-core parses the joined array natively)."""
     if not raw:
         return []
     return _HISTORY.validate_json("[" + ",".join(raw) + "]")
 
 
-def _day(now: dt.datetime | None = None) -> str:
-    return (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d")
+class History:
+    """Everything about what was said in a conversation."""
 
-
-class Memory:
-    def __init__(self, redis: Redis, settings: Settings) -> None:
-        self.redis = redis
-        self.prefix = settings.redis_key_prefix
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.keys = store.keys
         self.ttl_ms = settings.memory_ttl_seconds * 1000
-        # A conversation's queue counters matter only while messages are in line; they are
-        # refreshed on every enter and leave, so an hour of quiet lets them go.
-        self.queue_ttl_ms = max(3_600_000, int(settings.total_timeout * 4000))
         self.max_messages = settings.history_max_messages
-        self.lease_ms = int(settings.lock_ttl_seconds * 1000)
-        self.dedupe_ttl = settings.dedupe_ttl_seconds
+        redis = store.redis
+        self._load = redis.register_script(_LOAD)
         self._append = redis.register_script(_APPEND)
         self._fold = redis.register_script(_FOLD)
         self._import = redis.register_script(_IMPORT)
-        self._enter = redis.register_script(_ENTER)
-        self._turn = redis.register_script(_TURN)
-        self._leave = redis.register_script(_LEAVE)
-        self._renew = redis.register_script(_RENEW)
-        self._finish_event = redis.register_script(_FINISH_EVENT)
-        self._release_event = redis.register_script(_RELEASE_EVENT)
-        self._wakeups: dict[str, asyncio.Event] = {}
-        self._listener: asyncio.Task[None] | None = None
-        self._entering = KeyedLocks()
+        self._rewrite = redis.register_script(_REWRITE)
 
-    # --- keys ----------------------------------------------------------------------
+    def _k(self, kind: str, key: ConversationKey) -> str:
+        return self.keys.of(kind, key)
 
-    def _k(self, kind: str, key: ConversationKey | str) -> str:
-        return f"{self.prefix}:{kind}:{key}"
+    def _conversation(self, key: ConversationKey) -> list[str]:
+        return [self._k("h", key), self._k("ho", key), self._k("rs", key)]
 
-    async def ping(self) -> bool:
-        return bool(await self.redis.ping())
-
-    # --- history -------------------------------------------------------------------
-
-    async def history(self, key: ConversationKey) -> list[ChatMessage]:
-        raw = cast(list[str], await self.redis.lrange(self._k("h", key), 0, -1))
-        return _parse_history(raw)
+    # --- reading -----------------------------------------------------------------------
 
     async def history_and_summary(
         self, key: ConversationKey
     ) -> tuple[list[ChatMessage], RollingSummary | None]:
-        """Both in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.lrange(self._k("h", key), 0, -1)
-        pipe.get(self._k("rs", key))
-        raw, summary = await pipe.execute()
-        rolling = RollingSummary.model_validate_json(summary) if summary else None
-        return _parse_history(raw), rolling
+        """The rolling summary and the messages after it, in one round trip."""
+        raw_summary, _offset, raw = await self._load(keys=self._conversation(key))
+        rolling = RollingSummary.model_validate_json(raw_summary) if raw_summary else None
+        return _parse(raw), rolling
 
-    async def append(self, key: ConversationKey, messages: Sequence[ChatMessage]) -> int:
-        if not messages:
-            return 0
-        payload = [m.for_storage().model_dump_json() for m in messages]
-        return int(
-            await self._append(
-                keys=[self._k("h", key)], args=[self.ttl_ms, self.max_messages, *payload]
-            )
-        )
+    async def history(self, key: ConversationKey) -> list[ChatMessage]:
+        """The messages the rolling summary does not cover yet."""
+        messages, _rolling = await self.history_and_summary(key)
+        return messages
 
     async def rolling_summary(self, key: ConversationKey) -> RollingSummary | None:
-        raw = await self.redis.get(self._k("rs", key))
+        raw = await self.store.redis.get(self._k("rs", key))
         return RollingSummary.model_validate_json(raw) if raw else None
+
+    async def everything(self, key: ConversationKey) -> list[ChatMessage]:
+        """Every stored message, folded ones included."""
+        raw = cast(list[str], await self.store.redis.lrange(self._k("h", key), 0, -1))
+        return _parse(raw)
+
+    # --- writing -----------------------------------------------------------------------
+
+    async def append(
+        self, key: ConversationKey, messages: Sequence[ChatMessage], *, fence: Ticket | None = None
+    ) -> int:
+        """Append messages. With `fence`, only while that turn's lease is still ours;
+        LeaseLost otherwise (nothing is written)."""
+        if not messages:
+            return 0
+        if fence is not None and fence.is_lost:
+            raise LeaseLost(key)
+        payload = [m.for_storage().model_dump_json() for m in messages]
+        lease = fence.lease if fence is not None else self._k("h", key)
+        token = fence.token if fence is not None else ""
+        length = int(
+            await self._append(
+                keys=[self._k("h", key), self._k("ho", key), lease],
+                args=[self.ttl_ms, self.max_messages, token, *payload],
+            )
+        )
+        if length < 0:
+            raise LeaseLost(key)
+        await self._index(key, [m for m in messages if m.id and m.role == "user"])
+        return length
 
     async def fold(
         self, key: ConversationKey, first: ChatMessage, count: int, summary: RollingSummary
     ) -> bool:
-        """Replace the first `count` history entries by `summary`, atomically."""
+        """The rolling summary now covers `count` more messages, starting with `first`;
+        False when the history changed meanwhile."""
         done = await self._fold(
-            keys=[self._k("h", key), self._k("rs", key)],
+            keys=self._conversation(key),
             args=[first.model_dump_json(), count, summary.model_dump_json(), self.ttl_ms],
         )
         return bool(done)
 
     async def needs_import(self, key: ConversationKey) -> bool:
-        exists = await self.redis.exists(self._k("h", key), self._k("imp", key))
+        exists = await self.store.redis.exists(self._k("h", key), self._k("imp", key))
         return not exists
 
     async def import_history(self, key: ConversationKey, messages: Sequence[ChatMessage]) -> bool:
+        """Store a conversation's earlier messages, once, into an empty conversation."""
         payload = [m.for_storage().model_dump_json() for m in messages]
         done = await self._import(
             keys=[self._k("h", key), self._k("imp", key)],
             args=[self.ttl_ms, self.max_messages, *payload],
         )
+        if done:
+            await self._index(key, [m for m in messages if m.id and m.role == "user"])
         return bool(done)
 
     async def forget(self, key: ConversationKey) -> None:
         """Erase the conversation. The import marker stays set, so a forgotten thread
         is not read back from the platform on the next message."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(self._k("h", key), self._k("rs", key))
+        pipe = self.store.redis.pipeline(transaction=True)
+        pipe.delete(*self._conversation(key))
         pipe.set(self._k("imp", key), "forgotten", px=self.ttl_ms)
         await pipe.execute()
 
     async def forget_channel(self, channel: ConversationKey) -> int:
         """Erase every conversation of a channel (all its threads). Returns how many."""
-        base = ConversationKey(channel.platform, channel.workspace, channel.channel, "x")
-        pattern = f"{self.prefix}:h:{str(base)[: -len('x')]}*"
         erased = 0
-        async for name in self.redis.scan_iter(match=pattern, count=500):
-            key = ConversationKey.parse(str(name)[len(f"{self.prefix}:h:") :])
+        async for name in self.store.scan(self.keys.match("h", channel_glob(channel))):
+            key = ConversationKey.parse(self.keys.tag_of("h", name))
             await self.forget(key)
             erased += 1
+        await self.store.redis.delete(self.keys.of("mi", channel.channel_key()))
         return erased
 
-    # --- ordered lock ----------------------------------------------------------------
+    # --- deletions and edits -------------------------------------------------------------
 
-    async def reserve(
-        self, key: ConversationKey, *, token: str | None = None, claim: str | None = None
-    ) -> Ticket:
-        """Take this conversation's next ticket: a place in line, in arrival order.
-
-        With `claim` (an event key), the event is claimed in the same step; a duplicate
-        raises `AlreadyClaimed`. A heartbeat keeps the ticket's lease (and the claim) alive
-        until `release()`, so a long answer keeps its place and a crashed holder is skipped
-        once its lease runs out."""
-        fifo = self._k("q", key)
-        token = token or secrets.token_hex(8)
-        keys = [fifo, claim] if claim else [fifo]
-        # Tickets of one conversation are taken one at a time, in the order asked for.
-        async with self._entering.hold(fifo):
-            number = int(
-                await self._enter(keys=keys, args=[self.lease_ms, token, self.queue_ttl_ms])
-            )
-        if number == 0:
-            raise AlreadyClaimed(claim)
-        ticket = Ticket(
-            key, number, token, fifo, [f"{fifo}:a:{number}", *([claim] if claim else [])]
-        )
-        ticket.heartbeat = asyncio.create_task(self._heartbeat(ticket))
-        return ticket
-
-    async def wait(
-        self, ticket: Ticket, on_wait: Callable[[], Awaitable[None]] | None = None
-    ) -> None:
-        """Until every earlier ticket of the conversation is done (or its holder died)."""
-        metrics.QUEUE_DEPTH.inc()
-        try:
-            await self._wait_turn(ticket.fifo, ticket, on_wait)
-        finally:
-            metrics.QUEUE_DEPTH.dec()
-
-    async def release(self, ticket: Ticket) -> None:
-        """Give the turn up (idempotent): the next ticket may go."""
-        if ticket.released:
+    async def _index(self, key: ConversationKey, messages: Sequence[ChatMessage]) -> None:
+        if not messages:
             return
-        ticket.released = True
-        # The heartbeat is stopped by a flag, not cancelled: a cancellation can be lost
-        # inside a Redis call under load (asyncio.wait_for on Python 3.11), which would
-        # leave us waiting here forever.
-        ticket.stop.set()
-        if ticket.heartbeat is not None:
-            _done, late = await asyncio.wait({ticket.heartbeat}, timeout=5)
-            for task in late:
-                task.cancel()
-        try:
-            await self._leave(keys=[ticket.fifo], args=[ticket.number, self.queue_ttl_ms])
-        except (RedisConnectionError, RedisTimeoutError):
-            log.warning("could not release the turn of %s; its lease will expire", ticket.key)
-        self._wake(ticket.fifo)
+        index = self.keys.of("mi", key.channel_key())
+        pipe = self.store.redis.pipeline(transaction=True)
+        pipe.hset(index, mapping={str(m.id): str(key) for m in messages})
+        pipe.pexpire(index, self.ttl_ms)
+        await pipe.execute()
 
-    @contextlib.asynccontextmanager
-    async def turn(
-        self,
-        key: ConversationKey,
-        *,
-        on_wait: Callable[[], Awaitable[None]] | None = None,
-        token: str | None = None,
-        claim: str | None = None,
-        ticket: Ticket | None = None,
-    ) -> AsyncIterator[Ticket]:
-        """Reserve (unless `ticket` was reserved already), wait for the turn, hold it while
-        the body runs, release it."""
-        if ticket is None:
-            ticket = await self.reserve(key, token=token, claim=claim)
-        try:
-            await self.wait(ticket, on_wait)
-            yield ticket
-        finally:
-            await self.release(ticket)
+    async def conversation_of(self, ref: MessageRef) -> ConversationKey | None:
+        raw = await self.store.redis.hget(self.keys.of("mi", ref.channel_key), ref.message_id)
+        return ConversationKey.parse(str(raw)) if raw else None
 
-    async def _wait_turn(
-        self, fifo: str, ticket: Ticket, on_wait: Callable[[], Awaitable[None]] | None
-    ) -> None:
-        delay = 0.01
-        told = False
-        while True:
-            state = int(await self._turn(keys=[fifo], args=[ticket.number]))
-            if state == 1:
-                return
-            if state == -1:
-                # Our lease expired while waiting (Redis was away); we keep going rather
-                # than lose the message, and say so in the log.
-                log.warning("turn %d of %s was skipped while waiting", ticket.number, ticket.key)
-                ticket.lost = True
-                return
-            if not told and on_wait is not None:
-                told = True
-                await on_wait()
-            self._listen()
-            event = self._wakeups.setdefault(fifo, asyncio.Event())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await event.wait()
-            # Releases wake waiters at once (a Redis message reaches every process); the
-            # poll is the safety net that notices a holder whose lease ran out.
-            delay = min(delay * 2, 1.0)
+    async def remove_message(self, ref: MessageRef) -> bool:
+        """The platform message was deleted: it leaves the history (and the rolling
+        summary, if that covered it)."""
+        return await self._change(ref, None)
 
-    def _wake(self, fifo: str) -> None:
-        event = self._wakeups.pop(fifo, None)
-        if event is not None:
-            event.set()
+    async def replace_message(self, ref: MessageRef, text: str) -> bool:
+        """The platform message was edited: its stored text becomes `text`."""
+        return await self._change(ref, text)
 
-    def _listen(self) -> None:
-        if self._listener is None or self._listener.done():
-            self._listener = asyncio.create_task(self._wake_listener(), name="teambot-wakeups")
-
-    async def _wake_listener(self) -> None:
-        """Turns "ticket released" messages from any process into local wake-ups."""
-        pattern = f"{self.prefix}:q:*:wake"
-        backoff = 0.1
-        while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.psubscribe(pattern)
-                backoff = 0.1
-                async for message in pubsub.listen():
-                    channel = str(message.get("channel", ""))
-                    if channel.endswith(":wake"):
-                        self._wake(channel[: -len(":wake")])
-            except (RedisConnectionError, RedisTimeoutError) as error:
-                log.warning("wake-up channel lost (%s); polling until it is back", error)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-    async def close(self) -> None:
-        """Stop the wake-up listener and close the pool."""
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-        await self.redis.aclose()
-
-    async def _heartbeat(self, ticket: Ticket) -> None:
-        leases = ticket.leases
-        interval = self.lease_ms / 3000
-        while True:
-            try:
-                async with asyncio.timeout(interval):
-                    await ticket.stop.wait()
-                return
-            except TimeoutError:
-                pass
-            try:
-                renewed = int(await self._renew(keys=leases, args=[ticket.token, self.lease_ms]))
-            except (RedisConnectionError, RedisTimeoutError) as error:
-                log.warning("heartbeat for %s failed: %s", ticket.key, error)
+    async def _change(self, ref: MessageRef, text: str | None) -> bool:
+        key = await self.conversation_of(ref)
+        if key is None:
+            return False
+        raw = cast(list[str], await self.store.redis.lrange(self._k("h", key), 0, -1))
+        pairs: list[str] = []
+        for entry in dict.fromkeys(raw):
+            message = ChatMessage.model_validate_json(entry)
+            if message.id != ref.message_id or message.role != "user":
                 continue
-            if renewed < len(leases) and not ticket.lost:
-                ticket.lost = True
-                log.warning("lease of turn %d of %s was lost", ticket.number, ticket.key)
-
-    # --- event dedupe ------------------------------------------------------------------
-
-    def event_key(self, platform: str, event_id: str) -> str:
-        return f"{self.prefix}:ev:{platform}:{event_id}"
-
-    async def claim_event(self, platform: str, event_id: str, token: str) -> bool:
-        """True if this process should handle the event. A claim is a lease: if the
-        claimer dies before finishing, a redelivery can claim the event again."""
-        return bool(
-            await self.redis.set(
-                self.event_key(platform, event_id), token, nx=True, px=self.lease_ms
-            )
+            if text is None:
+                pairs += [entry, ""]
+            else:
+                updated = message.model_copy(update={"content": _with_notes(text, message)})
+                pairs += [entry, updated.model_dump_json()]
+        if not pairs:
+            return False
+        changed = int(
+            await self._rewrite(keys=self._conversation(key), args=[len(pairs) // 2, *pairs])
         )
-
-    async def finish_event(self, platform: str, event_id: str, token: str) -> None:
-        await self._finish_event(
-            keys=[self.event_key(platform, event_id)], args=[token, self.dedupe_ttl]
+        if text is None:
+            await self.store.redis.hdel(self.keys.of("mi", ref.channel_key), ref.message_id)
+        log.info(
+            "message %s of %s %s in memory",
+            ref.message_id,
+            key,
+            "removed" if text is None else "replaced",
         )
-
-    async def release_event(self, platform: str, event_id: str, token: str) -> None:
-        await self._release_event(keys=[self.event_key(platform, event_id)], args=[token])
+        return changed > 0
 
     # --- on-demand summary cache ---------------------------------------------------------
 
+    def _summary_key(self, scope: ConversationKey) -> str:
+        return self.keys.of("sum", scope.channel_key(), str(scope))
+
     async def cached_summary(self, scope: ConversationKey) -> dict[str, Any] | None:
-        raw = await self.redis.get(self._k("sum", scope))
+        raw = await self.store.redis.get(self._summary_key(scope))
         return cast(dict[str, Any], json.loads(raw)) if raw else None
 
     async def store_summary(self, scope: ConversationKey, value: dict[str, Any]) -> None:
-        index = self._k("sumidx", scope.channel_key())
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self._k("sum", scope), json.dumps(value), px=self.ttl_ms)
+        index = self.keys.of("sumidx", scope.channel_key())
+        pipe = self.store.redis.pipeline(transaction=True)
+        pipe.set(self._summary_key(scope), json.dumps(value), px=self.ttl_ms)
         pipe.sadd(index, str(scope))
         pipe.pexpire(index, self.ttl_ms)
         await pipe.execute()
 
     async def invalidate_summaries(self, key: ConversationKey) -> int:
         """Drop cached summaries that may contain a message of `key`'s channel."""
-        index = self._k("sumidx", key.channel_key())
-        scopes = cast(set[str], await self.redis.smembers(index))
+        index = self.keys.of("sumidx", key.channel_key())
+        scopes = cast(set[str], await self.store.redis.smembers(index))
         if not scopes:
             return 0
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self.store.redis.pipeline(transaction=True)
         for scope in scopes:
-            pipe.delete(self._k("sum", scope))
+            pipe.delete(self._summary_key(ConversationKey.parse(scope)))
         pipe.delete(index)
         await pipe.execute()
         return len(scopes)
 
-    # --- usage ledger ------------------------------------------------------------------
 
-    def _usage_key(self, tenant: str, day: str | None = None) -> str:
-        return f"{self.prefix}:u:{tenant}:{day or _day()}"
-
-    async def record_usage(self, tenant: str, record: UsageRecord) -> None:
-        key = self._usage_key(tenant)
-        field = f"{record.route}|{record.model}"
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hincrby(key, f"{field}|in", record.input_tokens)
-        pipe.hincrby(key, f"{field}|out", record.output_tokens)
-        pipe.hincrby(key, f"{field}|calls", 1)
-        pipe.hincrby(key, f"{field}|micro_usd", round(record.cost_usd * 1_000_000))
-        pipe.expire(key, 40 * 24 * 3600)
-        await pipe.execute()
-
-    async def usage(self, tenant: str, day: str | None = None) -> list[UsageRecord]:
-        raw = cast(dict[str, str], await self.redis.hgetall(self._usage_key(tenant, day)))
-        rows: dict[tuple[str, str], dict[str, int]] = {}
-        for name, value in raw.items():
-            route, model, what = name.split("|")
-            rows.setdefault((route, model), {})[what] = int(value)
-        return [
-            UsageRecord(
-                route,
-                model,
-                values.get("in", 0),
-                values.get("out", 0),
-                values.get("micro_usd", 0) / 1_000_000,
-            )
-            for (route, model), values in sorted(rows.items())
-        ]
-
-    async def spent_today(self, tenant: str) -> float:
-        return sum(record.cost_usd for record in await self.usage(tenant))
-
-    # --- small caches --------------------------------------------------------------------
-
-    async def cache_get(self, namespace: str, ident: str) -> str | None:
-        value = await self.redis.get(f"{self.prefix}:c:{namespace}:{ident}")
-        return None if value is None else str(value)
-
-    async def cooldown(self, namespace: str, ident: str, seconds: float) -> float:
-        """0.0 if `ident` may act now (and starts its cooldown), else the seconds left."""
-        key = f"{self.prefix}:cd:{namespace}:{ident}"
-        if await self.redis.set(key, "1", nx=True, px=max(1, int(seconds * 1000))):
-            return 0.0
-        left = await self.redis.pttl(key)
-        return max(0.001, left / 1000) if left and left > 0 else 0.001
-
-    async def cache_set(self, namespace: str, ident: str, value: str, ttl: int) -> None:
-        await self.redis.set(f"{self.prefix}:c:{namespace}:{ident}", value, ex=ttl)
+def _with_notes(text: str, old: ChatMessage) -> str:
+    """An edited message's new text, keeping the notes about its files."""
+    notes = [line for line in old.content.splitlines() if line.startswith("[attached ")]
+    return "\n".join([text, *notes]) if notes else text

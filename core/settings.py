@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AliasChoices,
     AnyHttpUrl,
     Field,
     SecretStr,
@@ -92,6 +93,7 @@ class Settings(BaseSettings):
     history_token_budget: int = Field(default=6000, ge=500)
     history_fold_ratio: float = Field(default=0.33, gt=0.1, lt=1.0)
     lock_ttl_seconds: float = Field(default=30.0, ge=1)
+    redis_cluster: bool | None = None
     dedupe_ttl_seconds: int = Field(default=24 * 3600, ge=60)
 
     # --- behaviour --------------------------------------------------------------------
@@ -103,6 +105,13 @@ class Settings(BaseSettings):
     tool_result_max_chars: int = Field(default=12_000, ge=200)
     summary_chunk_tokens: int = Field(default=120_000, ge=500)
     max_attachment_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    # answers and commands one process works on at once (SLACK_CONCURRENCY: its old name)
+    reply_concurrency: int = Field(
+        default=32,
+        ge=1,
+        le=1000,
+        validation_alias=AliasChoices("reply_concurrency", "slack_concurrency"),
+    )
 
     # --- Slack ------------------------------------------------------------------------
     slack_bot_token: SecretStr | None = None
@@ -110,7 +119,6 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
     slack_answer_bots: bool = False
-    slack_concurrency: int = Field(default=32, ge=1, le=1000)
 
     # --- Discord ----------------------------------------------------------------------
     discord_bot_token: SecretStr | None = None
@@ -149,6 +157,13 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"'{entry}' is not 'openai:<model>' or 'gemini:<model>'",
                 )
+        return value
+
+    @field_validator("redis_key_prefix")
+    @classmethod
+    def _no_braces(cls, value: str) -> str:
+        if "{" in value or "}" in value or ":" in value[-1:]:
+            raise ValueError("it must not contain '{' or '}' or end with ':'")
         return value
 
     @field_validator("redis_url")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Protocol, runtime_checkable
 
-__all__ = ["CollectingSink", "ReplySink"]
+from core import metrics
+
+__all__ = ["CollectingSink", "ReplySink", "TimedSink"]
 
 
 @runtime_checkable
@@ -57,3 +60,54 @@ class CollectingSink:
 
     async def fail(self, message: str) -> None:
         self.error = message
+
+
+class TimedSink:
+    """Passes everything through; measures time to first text and to the end."""
+
+    def __init__(self, inner: ReplySink) -> None:
+        self.inner = inner
+        self.started: float | None = None
+        self.first: float | None = None
+        self.ended: float | None = None
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+
+    def fields(self) -> dict[str, float]:
+        """Timings for the log line of this reply, in milliseconds."""
+        if self.started is None:
+            return {}
+        out = {}
+        if self.first is not None:
+            out["first_text_ms"] = round((self.first - self.started) * 1000, 1)
+        if self.ended is not None:
+            out["answer_ms"] = round((self.ended - self.started) * 1000, 1)
+        return out
+
+    def observe(self, platform: str) -> None:
+        if self.started is None:
+            return
+        if self.first is not None:
+            metrics.FIRST_TOKEN_SECONDS.labels(platform).observe(self.first - self.started)
+        if self.ended is not None:
+            metrics.ANSWER_SECONDS.labels(platform).observe(self.ended - self.started)
+
+    async def status(self, text: str) -> None:
+        await self.inner.status(text)
+
+    async def append(self, delta: str) -> None:
+        if self.first is None:
+            self.first = time.monotonic()
+        await self.inner.append(delta)
+
+    async def reset(self) -> None:
+        await self.inner.reset()
+
+    async def finish(self, text: str) -> None:
+        self.ended = time.monotonic()
+        await self.inner.finish(text)
+
+    async def fail(self, message: str) -> None:
+        self.ended = time.monotonic()
+        await self.inner.fail(message)

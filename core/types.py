@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, unquote
@@ -20,6 +20,7 @@ __all__ = [
     "Author",
     "ChatMessage",
     "ConversationKey",
+    "Fetch",
     "Incoming",
     "MediaPart",
     "Modality",
@@ -90,9 +91,24 @@ class Attachment:
     fetch: Callable[[], Awaitable[bytes]] = field(compare=False, repr=False)
 
 
+Fetch = Callable[[], Awaitable[Sequence["ChatMessage"]]]
+
+
 @dataclass(frozen=True, slots=True)
 class Incoming:
-    """One user message the bot should answer."""
+    """One message that may be answered, as an adapter hands it to core's intake.
+
+    `position` is where the platform put it (Slack `ts` in microseconds, a Discord
+    snowflake): a conversation is answered in that order, across processes.
+    `addressed`: a mention, a DM, a reply to the bot, a command; otherwise the message is
+    answered only in a conversation the bot follows. `follow`: admitting it makes the
+    bot follow the conversation (a thread it was mentioned in).
+
+    The adapter's slow work runs only when it is the message's turn: `prepare` returns
+    the message completed (names looked up, text converted), `backfill` the earlier
+    messages of an existing thread (read once, on first contact), `transcript` the whole
+    conversation for a summary.
+    """
 
     key: ConversationKey
     event_id: str
@@ -101,6 +117,19 @@ class Incoming:
     attachments: tuple[Attachment, ...] = ()
     message_id: str | None = None
     ts: float = field(default_factory=time.time)
+    position: int | None = None
+    addressed: bool = True
+    follow: bool = False
+    prepare: Callable[[Incoming], Awaitable[Incoming]] | None = field(
+        default=None, compare=False, repr=False
+    )
+    backfill: Fetch | None = field(default=None, compare=False, repr=False)
+    transcript: Fetch | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def place(self) -> int:
+        """The platform position (from `ts` when the adapter gave none)."""
+        return self.position if self.position is not None else int(self.ts * 1_000_000)
 
 
 class MediaPart(BaseModel):

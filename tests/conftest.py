@@ -83,6 +83,33 @@ def redis_url() -> Iterator[str]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A local 3-master Redis Cluster, started once for the test session (the memory and
+    intake tests run on it as well as on a single server)."""
+    from tests.stores import local_cluster
+
+    with local_cluster() as url:
+        yield url
+
+
+@pytest.fixture(params=["server", "cluster"])
+def store_url(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str]:
+    """Redis for the tests that must hold on a single server and on a Redis Cluster alike;
+    keys under this test's own prefix are deleted afterwards."""
+    if request.param == "server":
+        yield redis_url
+        return
+    from tests.stores import cluster_cleanup
+
+    url = str(request.getfixturevalue("redis_cluster_url"))
+    prefix = str(request.getfixturevalue("key_prefix"))
+    try:
+        yield url
+    finally:
+        cluster_cleanup(url, prefix)
+
+
 @pytest.fixture
 def key_prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this test's own; every key under it is deleted afterwards."""

@@ -501,8 +501,11 @@ async def test_a_message_delivered_twice_is_answered_once(h: Harness) -> None:
 
 
 async def test_a_deferred_interaction_claimed_elsewhere_still_ends_in_text(h: Harness) -> None:
-    payload = h.dc.interaction("ask", {"prompt": "hello"}, h.alice, h.general)
-    await h.engine.memory.claim_event("discord", f"interaction:{payload['id']}", "elsewhere")
+    thread = await h.add_thread(h.general, "plans", h.alice)
+    payload = h.dc.interaction("ask", {"prompt": "hello"}, h.alice, thread)
+    key = ConversationKey("discord", str(h.guild.id), str(h.general.id), str(thread.id))
+    claim = h.engine.line.claim_key(key, f"interaction:{payload['id']}")
+    await h.engine.store.redis.set(claim, "elsewhere", px=60_000)
     await h.dc.dispatch("INTERACTION_CREATE", payload)
     state = h.dc.interaction_state(payload)
     final = await h.answered(state)

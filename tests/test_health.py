@@ -30,8 +30,8 @@ async def test_health_ready_and_metrics(engine: Engine) -> None:
 async def test_not_ready_when_redis_is_gone(engine: Engine) -> None:
     server = HealthServer(engine)
     port = await server.start("127.0.0.1", 0)
-    await engine.memory.redis.aclose()
-    engine.memory.redis.connection_pool.connection_kwargs.update(port=1, host="127.0.0.1")
+    await engine.store.redis.aclose()
+    engine.store.redis.connection_pool.connection_kwargs.update(port=1, host="127.0.0.1")
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             ready = await client.get("/readyz")

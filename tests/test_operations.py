@@ -89,9 +89,10 @@ async def test_drain_finishes_quick_replies_and_tells_slow_ones_we_restart(
     assert not engine.spawn(engine.reply(Incoming(KEY, "late", Author("u", "Ana"), "hi"), late))
     assert late.calls == []
     # the cancelled reply released its turn and its event: nothing is left locked
-    fifo = f"{engine.memory.prefix}:q:{other}"
-    assert await engine.memory.redis.exists(f"{fifo}:a:1") == 0
-    assert await engine.memory.redis.get(engine.memory.event_key("console", "s1")) == "done"
+    redis, keys = engine.store.redis, engine.store.keys
+    assert await redis.zcard(keys.of("q", other)) == 0
+    assert await redis.exists(keys.of("q", other, "cur")) == 0
+    assert await redis.get(engine.line.claim_key(other, "s1")) == "done"
 
 
 def test_json_logs_carry_context_and_never_secrets(capsys: pytest.CaptureFixture[str]) -> None:

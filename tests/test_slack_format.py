@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bots.slack.bot import Window, parse_command, parse_window
+from bots.slack.bot import Window, parse_window
 from bots.slack.format import (
     held_back,
     open_fence,
@@ -17,6 +17,7 @@ from bots.slack.format import (
     to_mrkdwn,
     to_plain,
 )
+from core import parse_command
 
 
 @pytest.mark.parametrize(

@@ -10,43 +10,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import hashlib
 import json
 import logging
-import math
 import re
-import secrets
 from collections.abc import Coroutine
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
 import discord
 
-from bots.discord.commands import ShareButton, build_tree, share_view
-from bots.discord.format import MESSAGE_LIMIT, quote_prompt, split_message, status_line, thread_name
+from bots.discord.commands import ShareButton, build_tree
 from bots.discord.history import (
     answer_key,
     channel_key,
     chat_message,
     message_text,
     read_messages,
-    tenant_key,
     thread_key,
     thread_starter,
     to_attachment,
 )
-from bots.discord.sink import (
-    ChannelSurface,
-    DiscordSink,
-    EditPacer,
-    InteractionSurface,
-    safe_mentions,
+from bots.discord.interactions import NO_MENTIONS, Interactions
+from bots.discord.sink import ChannelSurface, DiscordSink, EditPacer, safe_mentions
+from core import (
+    Author,
+    ChatMessage,
+    ConfigError,
+    ConversationKey,
+    Engine,
+    Fetch,
+    Incoming,
+    Intake,
+    KeyedLocks,
+    MessageRef,
+    ReplySink,
+    Settings,
 )
-from core.engine import Engine, Outcome, Reservation
-from core.logs import bind
-from core.memory import KeyedLocks
-from core.settings import ConfigError, Settings
-from core.types import Attachment, Author, ChatMessage, ConversationKey, Incoming
 
 __all__ = [
     "BOT_PERMISSIONS",
@@ -74,12 +74,13 @@ IMPORT_LIMIT = 200
 #: How long in-flight answers may finish when the bot is asked to stop.
 #: Cache namespaces (the engine's small shared cache in Redis).
 NS_COMMANDS = "discord-commands"
-NS_THREAD = "discord-thread"
 NS_ANSWER = "discord-answer"
-NS_SHARE = "discord-share"
-NO_MENTIONS = discord.AllowedMentions.none()
 _ANNOUNCED: set[int] = set()  # invite URL printed once per process
-RESTARTED = "I was restarted while answering. Please ask again."
+HELP = (
+    "Mention me or use /ask and I answer; reply to my answer to continue, or talk in the "
+    "thread /ask opens. `/summarize` sums up a thread or channel, `/forget` erases my memory "
+    "of this conversation, `/usage` shows today's cost."
+)
 DM_POINTER = (
     "I only work in servers: my memory, budget and usage belong to a server's team. "
     "Use /ask or mention me in a channel of a server we share."
@@ -141,12 +142,7 @@ def _author(user: discord.User | discord.Member) -> Author:
     return Author(id=str(user.id), name=user.display_name, is_bot=user.bot)
 
 
-def _error_text() -> tuple[str, str]:
-    error_id = secrets.token_hex(3)
-    return error_id, f"Something went wrong on my side (error {error_id}). Please try again."
-
-
-class TeamBot(discord.AutoShardedClient):
+class TeamBot(Interactions, discord.AutoShardedClient):
     """teambot on Discord. `shard_count`/`shard_ids` come from the settings; with
     neither, Discord's recommended shard count is used."""
 
@@ -178,6 +174,7 @@ class TeamBot(discord.AutoShardedClient):
         )
         self.settings = settings
         self.engine = engine
+        self.intake = Intake(engine, help_text=HELP)
         self.force_sync = sync
         self.pacer = EditPacer(settings.discord_edit_interval)
         self.tree = build_tree(self)
@@ -311,48 +308,13 @@ class TeamBot(discord.AutoShardedClient):
             log.warning("cache read failed: %s", error)
             return None
 
-    # --- ordering -------------------------------------------------------------------------
+    # --- ordering ---------------------------------------------------------------------------
 
     def _in_order(self, channel_id: int) -> contextlib.AbstractAsyncContextManager[None]:
         """Messages of one channel are looked at one at a time, in arrival order, until
-        each has its place in its conversation's line."""
+        each has its place in its conversation's line (core orders the line by snowflake;
+        this keeps a slow key lookup of one message from letting a later one in first)."""
         return self._gates.hold(str(channel_id))
-
-    # --- replies ------------------------------------------------------------------------
-
-    async def run_reply(
-        self,
-        incoming: Incoming,
-        sink: DiscordSink,
-        *,
-        duplicate: str | None = None,
-        reservation: Reservation | None = None,
-    ) -> Outcome | None:
-        """engine.reply with the guarantees the user sees: a crash or a shutdown still
-        ends in a message. A duplicate event is silent (the process that claimed it
-        answers) unless `duplicate` says what to show instead (a deferred interaction
-        must not stay "thinking")."""
-        bind(platform="discord", conversation=str(incoming.key), event_id=incoming.event_id)
-        await sink.begin()
-        try:
-            outcome = await self.engine.reply(incoming, sink, reservation=reservation)
-            if outcome is Outcome.DUPLICATE and duplicate is not None and not sink.done:
-                await sink.fail(duplicate)
-            return outcome
-        except asyncio.CancelledError:
-            if not sink.done:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(sink.fail(RESTARTED), 5.0)
-            raise
-        except Exception:
-            error_id, text = _error_text()
-            log.exception("reply to %s failed (error id %s)", incoming.event_id, error_id)
-            if not sink.done:
-                with contextlib.suppress(Exception):
-                    await sink.fail(text)
-            return None
-        finally:
-            await sink.close()
 
     async def _remember_answer(self, key: ConversationKey, message_ids: list[int]) -> None:
         """Replying to an answer posted in a channel continues its conversation."""
@@ -361,27 +323,19 @@ class TeamBot(discord.AutoShardedClient):
             with contextlib.suppress(Exception):
                 await self.engine.cache_set(NS_ANSWER, str(message_id), str(key), ttl=ttl)
 
-    async def _import_thread(
-        self, thread: discord.Thread, key: ConversationKey, before: discord.abc.Snowflake
-    ) -> None:
-        """The first time the bot speaks in a thread it did not start, it reads the
-        thread once (up to IMPORT_LIMIT messages) so it knows what was said."""
-        if self.user is None:
-            return
-        try:
-            if not await self.engine.needs_import(key):
-                return
+    def thread_reader(self, thread: discord.Thread, before: discord.abc.Snowflake) -> Fetch:
+        """The earlier messages of a thread the bot did not start (up to IMPORT_LIMIT), for
+        core to read once on first contact."""
+
+        async def earlier() -> list[ChatMessage]:
+            assert self.user is not None
             messages, _truncated = await read_messages(thread, limit=IMPORT_LIMIT, before=before)
             starter = await thread_starter(thread)
             if starter is not None and all(m.id != starter.id for m in messages):
                 messages.insert(0, starter)
-            entries = [c for m in messages if (c := chat_message(m, self.user.id)) is not None]
-            if await self.engine.import_history(key, entries):
-                log.info("read %d message(s) of thread %s as context", len(entries), thread.id)
-        except discord.HTTPException as error:
-            log.info("could not read thread %s for context: %s", thread.id, error)
-        except Exception as error:  # the memory store; the reply will say so
-            log.warning("could not import thread %s: %s", thread.id, error)
+            return [c for m in messages if (c := chat_message(m, self.user.id)) is not None]
+
+        return earlier
 
     # --- messages -------------------------------------------------------------------------
 
@@ -395,7 +349,7 @@ class TeamBot(discord.AutoShardedClient):
         if message.guild is None:
             self.spawn(self._point_to_servers(message), name=f"discord-dm-{message.id}")
             return
-        self.spawn(self._on_guild_message(message), name=f"discord-message-{message.id}")
+        await self._on_guild_message(message)
 
     def _addressed(self, message: discord.Message) -> bool:
         """Mentioned (or its role mentioned), or a reply to one of the bot's messages."""
@@ -411,71 +365,69 @@ class TeamBot(discord.AutoShardedClient):
         resolved = reference.resolved if reference else None
         return isinstance(resolved, discord.Message) and resolved.author.id == me.id
 
-    async def _bot_thread(self, thread: discord.Thread) -> bool:
-        """A thread the bot converses in without being mentioned: one it opened, or one
-        where someone used /ask."""
-        if self.user is not None and thread.owner_id == self.user.id:
-            return True
-        return await self._cached(NS_THREAD, str(thread.id)) is not None
-
     async def _on_guild_message(self, message: discord.Message) -> None:
+        """Translate the message and hand it to core's intake, which decides (dedupe,
+        addressed or followed, its place in line)."""
         assert message.guild is not None
-        # Messages of a channel are looked at one at a time, in arrival order, up to the
-        # moment each has its place in its conversation's line (engine.reserve); the slow
-        # part (reading a thread, downloading files, the answer) runs after, in parallel
-        # across conversations and in order within each.
         async with self._in_order(message.channel.id):
             channel = await self._resolve(message)
             if channel is None:
                 return
             addressed = self._addressed(message)
+            in_thread = isinstance(channel, discord.Thread)
             if isinstance(channel, discord.Thread):
-                if not addressed and not await self._bot_thread(channel):
-                    return
                 key = thread_key(message.guild.id, channel)
+                # A thread the bot opened is its conversation: every message is for it.
+                addressed = addressed or (
+                    self.user is not None and channel.owner_id == self.user.id
+                )
             elif addressed:
-                key = await self._reply_chain_key(message) or channel_key(
-                    message.guild.id, channel.id
+                # A mention in a channel starts its own conversation (replying to the
+                # answer continues it): strangers' questions never wait on each other.
+                key = await self._reply_chain_key(message) or answer_key(
+                    message.guild.id, channel.id, message.id
                 )
             else:
                 return
-            incoming = self._incoming(message, key)
+            incoming = self._incoming(message, key, addressed=addressed)
             if incoming is None:
                 if isinstance(channel, discord.Thread) and not self.message_content:
-                    await self._explain_blank(message, channel)
+                    self.spawn(self._explain_blank(message, channel), name="discord-blank")
                 return
             perms = channel.permissions_for(message.guild.me)
-            in_thread = isinstance(channel, discord.Thread)
             if not (perms.send_messages_in_threads if in_thread else perms.send_messages):
                 log.warning("asked in #%s but not allowed to send messages there", channel)
                 return
-            reservation = await self.engine.reserve(key, incoming.event_id)
-        if reservation is None:
-            return  # another process (or an earlier delivery) has it
-        try:
-            # The answer's message is created only when it is this message's turn, so
-            # answers appear in the order the questions were asked.
-            await self.engine.wait_turn(reservation)
             if isinstance(channel, discord.Thread):
-                await self._import_thread(channel, key, before=message)
+                incoming = replace(incoming, backfill=self.thread_reader(channel, message))
             reference = (
                 message.to_reference(fail_if_not_exists=False)
                 if perms.read_message_history
                 else None
             )
-            surface = ChannelSurface(
-                channel, channel.id, mentions=safe_mentions(message.author), reply_to=reference
-            )
-            sink = DiscordSink(surface, self.pacer)
-            await self._answer_message(incoming, sink, in_thread=in_thread, reservation=reservation)
-        finally:
-            if not reservation.ticket.released:
-                await self.engine.abandon(reservation)
+
+            async def open_sink(_incoming: Incoming) -> ReplySink:
+                surface = ChannelSurface(
+                    channel,
+                    channel.id,
+                    mentions=safe_mentions(message.author),
+                    reply_to=reference,
+                )
+                sink = DiscordSink(surface, self.pacer)
+                if not in_thread:
+                    sink.after_finish = lambda done: self._remember_answer(key, done.message_ids())
+                await sink.begin()
+                return sink
+
+            await self.intake.submit(incoming, open_sink)
 
     async def _explain_blank(self, message: discord.Message, thread: discord.Thread) -> None:
         """Without the Message Content intent Discord hides what was written; say so
         once a day per thread instead of ignoring people."""
         try:
+            own = self.user is not None and thread.owner_id == self.user.id
+            if not own and not await self.intake.is_followed(thread_key(thread.guild.id, thread)):
+                return
             if await self.engine.cooldown("discord-blank", str(thread.id), 86_400):
                 return
             await message.reply(
@@ -524,7 +476,9 @@ class TeamBot(discord.AutoShardedClient):
             return None  # never cross into another server's or channel's memory
         return key
 
-    def _incoming(self, message: discord.Message, key: ConversationKey) -> Incoming | None:
+    def _incoming(
+        self, message: discord.Message, key: ConversationKey, *, addressed: bool
+    ) -> Incoming | None:
         me = self.user
         assert me is not None and message.guild is not None
         role = message.guild.self_role
@@ -545,19 +499,9 @@ class TeamBot(discord.AutoShardedClient):
             attachments=attachments,
             message_id=str(message.id),
             ts=message.created_at.timestamp(),
+            position=message.id,
+            addressed=addressed,
         )
-
-    async def _answer_message(
-        self,
-        incoming: Incoming,
-        sink: DiscordSink,
-        *,
-        in_thread: bool,
-        reservation: Reservation | None = None,
-    ) -> None:
-        outcome = await self.run_reply(incoming, sink, reservation=reservation)
-        if outcome is Outcome.ANSWERED and not in_thread:
-            await self._remember_answer(incoming.key, sink.message_ids())
 
     async def _point_to_servers(self, message: discord.Message) -> None:
         """DMs are declined, politely and at most once an hour per person."""
@@ -570,27 +514,59 @@ class TeamBot(discord.AutoShardedClient):
 
     # --- edits and deletions -----------------------------------------------------------------
 
-    async def _invalidate(self, guild_id: int | None, channel_id: int) -> None:
-        if guild_id is None:
-            return
-        try:
-            await self.engine.invalidate_summaries(channel_key(guild_id, channel_id))
-        except Exception as error:
-            log.warning("could not drop cached summaries of %s: %s", channel_id, error)
-
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        if payload.guild_id is None:
+            return
         if self.user is not None and payload.message.author.id == self.user.id:
             return  # our own streaming edits
         cached = payload.cached_message
         if cached is not None and cached.content == payload.message.content:
             return  # an embed unfurled; the text is the same
-        await self._invalidate(payload.guild_id, payload.channel_id)
+        ref = MessageRef(
+            "discord", str(payload.guild_id), str(payload.channel_id), str(payload.message_id)
+        )
+        parent = getattr(payload.message.channel, "parent_id", None)
+        if parent is not None:  # a thread's messages live under its parent channel
+            ref = replace(ref, channel=str(parent))
+        me = self.user
+        role = payload.message.guild.self_role if payload.message.guild else None
+        text = message_text(
+            payload.message,
+            drop_users={me.id} if me else set(),
+            drop_roles={role.id} if role is not None else set(),
+        )
+        await self._forward(self.intake.edited(ref, text), "edit")
+        if parent is not None:
+            await self._forward(self.engine.invalidate_summaries(self._channel_of(ref)), "edit")
 
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
-        await self._invalidate(payload.guild_id, payload.channel_id)
+        await self._deleted(payload.guild_id, payload.channel_id, [payload.message_id])
 
     async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
-        await self._invalidate(payload.guild_id, payload.channel_id)
+        await self._deleted(payload.guild_id, payload.channel_id, sorted(payload.message_ids))
+
+    async def _deleted(self, guild_id: int | None, channel_id: int, ids: list[int]) -> None:
+        """Deleted messages leave memory: the channel's own conversations, and (for a
+        message in a thread) the thread's, which lives under the parent channel."""
+        if guild_id is None:
+            return
+        channel = self.get_channel(channel_id)
+        places = {str(channel_id)}
+        if isinstance(channel, discord.Thread) and channel.parent_id is not None:
+            places.add(str(channel.parent_id))
+        for place in places:
+            for message_id in ids:
+                ref = MessageRef("discord", str(guild_id), place, str(message_id))
+                await self._forward(self.intake.deleted(ref), "delete")
+
+    def _channel_of(self, ref: MessageRef) -> ConversationKey:
+        return ConversationKey(ref.platform, ref.workspace, ref.channel, "-")
+
+    async def _forward(self, work: Coroutine[Any, Any, Any], what: str) -> None:
+        try:
+            await work
+        except Exception as error:
+            log.warning("could not apply a message %s to memory: %s", what, error)
 
     async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
         key = ConversationKey(
@@ -602,400 +578,3 @@ class TeamBot(discord.AutoShardedClient):
     async def on_guild_channel_delete(self, channel: discord.abc.GuildChannel) -> None:
         with contextlib.suppress(Exception):
             await self.engine.forget_channel(channel_key(channel.guild.id, channel.id))
-
-    # --- commands ---------------------------------------------------------------------------
-
-    async def _admit(self, interaction: discord.Interaction[TeamBot], name: str) -> bool:
-        """Refuse politely while stopping or when the user is within the cooldown."""
-        if self._stopping:
-            await interaction.response.send_message(
-                "I'm restarting. Please try again in a minute.",
-                ephemeral=True,
-                allowed_mentions=NO_MENTIONS,
-            )
-            return False
-        seconds = self.settings.discord_command_cooldown
-        try:
-            wait = await asyncio.wait_for(
-                self.engine.cooldown("discord-model", str(interaction.user.id), seconds), 1.0
-            )
-        except Exception as error:  # do not hold the interaction for the cache
-            log.warning("cooldown check failed: %s", error)
-            wait = 0.0
-        if wait > 0:
-            left = max(1, math.ceil(wait))
-            await interaction.response.send_message(
-                f"You're going a little fast. Please wait {left} second{'s' if left != 1 else ''} "
-                f"before using /{name} again.",
-                ephemeral=True,
-                allowed_mentions=NO_MENTIONS,
-            )
-            return False
-        return True
-
-    async def command_ask(
-        self,
-        interaction: discord.Interaction[TeamBot],
-        prompt: str,
-        image: discord.Attachment | None,
-    ) -> None:
-        if interaction.guild_id is None or not await self._admit(interaction, "ask"):
-            return
-        try:
-            response = await interaction.response.defer(thinking=True)
-        except discord.HTTPException as error:
-            # 40060: another process of ours acknowledged it; 10062: too late.
-            log.info("could not defer interaction %s: %s", interaction.id, error)
-            return
-        message_id = response.message_id if response is not None else None
-        self.spawn(
-            self._answer_ask(interaction, prompt, image, message_id),
-            name=f"discord-ask-{interaction.id}",
-        )
-
-    async def _answer_ask(
-        self,
-        interaction: discord.Interaction[TeamBot],
-        prompt: str,
-        image: discord.Attachment | None,
-        message_id: int | None,
-    ) -> None:
-        guild_id = interaction.guild_id
-        channel = interaction.channel
-        channel_id = interaction.channel_id
-        assert guild_id is not None and channel_id is not None
-        author = interaction.user
-        surface = InteractionSurface(interaction, mentions=safe_mentions(author))
-        header = quote_prompt(
-            prompt, author.display_name, image.filename if image is not None else None
-        )
-        sink = DiscordSink(surface, self.pacer, header=header)
-        in_thread = isinstance(channel, discord.Thread)
-        try:
-            if isinstance(channel, discord.Thread):
-                key = thread_key(guild_id, channel)
-                with contextlib.suppress(Exception):  # the reply reports a store outage
-                    await self.engine.cache_set(
-                        NS_THREAD, str(channel.id), "ask", ttl=self.settings.memory_ttl_seconds
-                    )
-                await self._import_thread(channel, key, before=interaction)
-            else:
-                if message_id is None:
-                    message_id = (await interaction.original_response()).id
-                key = answer_key(guild_id, channel_id, message_id)
-        except Exception:
-            error_id, text = _error_text()
-            log.exception("could not prepare /ask %s (error id %s)", interaction.id, error_id)
-            await sink.fail(text)
-            return
-        attachments: tuple[Attachment, ...] = ()
-        if image is not None:
-            attachments = (
-                to_attachment(image, self.engine.http, self.settings.max_attachment_bytes),
-            )
-        incoming = Incoming(
-            key=key,
-            event_id=f"interaction:{interaction.id}",
-            author=_author(author),
-            text=prompt,
-            attachments=attachments,
-            message_id=str(interaction.id),
-            ts=interaction.created_at.timestamp(),
-        )
-        outcome = await self.run_reply(
-            incoming, sink, duplicate="This question is already being answered elsewhere."
-        )
-        if outcome is not Outcome.ANSWERED or in_thread:
-            return
-        if not await self._open_thread(interaction, key, prompt):
-            await self._remember_answer(key, sink.message_ids())
-
-    async def _open_thread(
-        self, interaction: discord.Interaction[TeamBot], key: ConversationKey, prompt: str
-    ) -> bool:
-        """Open a thread from the answer: its id is the answer's, so the thread's
-        conversation is the one the answer started."""
-        channel = interaction.channel
-        if not isinstance(channel, discord.TextChannel):
-            return False  # voice-channel chats and the like have no threads
-        if not interaction.app_permissions.create_public_threads:
-            log.info(
-                "no Create Public Threads permission in #%s; answering without a thread", channel
-            )
-            return False
-        starter = channel.get_partial_message(int(key.thread))
-        try:
-            await starter.create_thread(name=thread_name(prompt), auto_archive_duration=1440)
-        except discord.HTTPException as error:
-            log.warning("could not open a thread for /ask %s: %s", interaction.id, error)
-            return False
-        return True
-
-    async def command_summarize(
-        self,
-        interaction: discord.Interaction[TeamBot],
-        scope: Literal["thread", "channel"] | None,
-        hours: int | None,
-    ) -> None:
-        guild = interaction.guild
-        channel = interaction.channel
-        if guild is None or channel is None:
-            return
-        in_thread = isinstance(channel, discord.Thread)
-        if scope == "thread" and not in_thread:
-            await self._tell(
-                interaction, "Use `scope: thread` inside a thread, or `scope: channel` here."
-            )
-            return
-        scope = scope or ("thread" if in_thread else "channel")
-        target: discord.abc.GuildChannel | discord.Thread | None
-        if scope == "channel" and isinstance(channel, discord.Thread):
-            target = channel.parent
-        else:
-            target = (
-                channel if isinstance(channel, discord.abc.GuildChannel | discord.Thread) else None
-            )
-        if target is None or not isinstance(target, discord.abc.Messageable):
-            await self._tell(interaction, "I can't summarize this kind of channel.")
-            return
-        # The asker's own permissions, before anything is read: nobody gets a summary
-        # of messages they could not read themselves.
-        user = interaction.user
-        if target.id == interaction.channel_id:
-            user_perms = interaction.permissions
-        elif isinstance(user, discord.Member):
-            user_perms = target.permissions_for(user)
-        else:
-            user_perms = discord.Permissions.none()
-        if not (user_perms.view_channel and user_perms.read_message_history):
-            await self._tell(
-                interaction,
-                f"You can't read the message history of {target.mention}, so I can't "
-                "summarize it for you.",
-            )
-            return
-        bot_perms = (
-            interaction.app_permissions
-            if target.id == interaction.channel_id
-            else target.permissions_for(guild.me)
-        )
-        if not (bot_perms.view_channel and bot_perms.read_message_history):
-            await self._tell(
-                interaction,
-                f"I can't read the message history of {target.mention}: give me View "
-                "Channel and Read Message History there.",
-            )
-            return
-        if not await self._admit(interaction, "summarize"):
-            return
-        try:
-            await interaction.response.defer(ephemeral=True, thinking=True)
-        except discord.HTTPException as error:
-            log.info("could not defer interaction %s: %s", interaction.id, error)
-            return
-        self.spawn(
-            self._summarize(interaction, target, scope, hours),
-            name=f"discord-summarize-{interaction.id}",
-        )
-
-    async def _summarize(
-        self,
-        interaction: discord.Interaction[TeamBot],
-        target: discord.abc.GuildChannel | discord.Thread,
-        scope: str,
-        hours: int | None,
-    ) -> None:
-        assert interaction.guild_id is not None and self.user is not None
-        token = secrets.token_hex(16)
-        surface = InteractionSurface(interaction, mentions=NO_MENTIONS, ephemeral=True)
-        sink = _SummarySink(self, surface, token, interaction.user.id)
-        try:
-            await sink.begin()
-            if scope == "channel" and hours is None:
-                hours = 24
-            after = discord.utils.utcnow() - dt.timedelta(hours=hours) if hours else None
-            await sink.status("Reading the messages…")
-            limit = self.settings.discord_summary_max_messages
-            assert isinstance(target, discord.abc.Messageable)
-            messages, truncated = await read_messages(target, limit=limit, after=after)
-            if isinstance(target, discord.Thread) and not truncated:
-                starter = await thread_starter(target)
-                if (
-                    starter is not None
-                    and (after is None or starter.created_at > after)
-                    and all(m.id != starter.id for m in messages)
-                ):
-                    messages.insert(0, starter)
-            entries: list[ChatMessage] = [
-                c for m in messages if (c := chat_message(m, self.user.id)) is not None
-            ]
-            where = "this thread" if isinstance(target, discord.Thread) else f"#{target.name}"
-            span = f"last {hours} hour{'s' if hours != 1 else ''}" if hours else "whole thread"
-            count = f"{len(entries):,} message{'s' if len(entries) != 1 else ''}"
-            heading = f"Summary of {where} ({span}, {count}"
-            heading += f"; only the newest {limit:,} read)" if truncated else ")"
-            sink.heading = heading
-            scope_key = ConversationKey(
-                "discord", str(interaction.guild_id), str(target.id), f"summary:{hours or 'all'}"
-            )
-            await self.engine.summarize(scope_key, entries, sink, heading=heading)
-        except asyncio.CancelledError:
-            if not sink.done:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(sink.fail(RESTARTED), 5.0)
-            raise
-        except discord.HTTPException as error:
-            log.warning("could not read history for a summary: %s", error)
-            if not sink.done:
-                await sink.fail("Discord would not let me read that history. Please try again.")
-        except Exception:
-            error_id, text = _error_text()
-            log.exception("summary %s failed (error id %s)", interaction.id, error_id)
-            if not sink.done:
-                await sink.fail(text)
-        finally:
-            await sink.close()
-
-    async def share_summary(self, interaction: discord.Interaction[Any], token: str) -> None:
-        """The Share button: post the asker's private summary in the channel, once."""
-        raw = await self._cached(NS_SHARE, token)
-        if raw is None:
-            await self._tell(interaction, "This summary has expired. Run /summarize again.")
-            return
-        data = json.loads(raw)
-        if data.get("user") != interaction.user.id:
-            await self._tell(
-                interaction, "Only the person who asked for this summary can share it."
-            )
-            return
-        if not await self.engine.once("discord", f"share:{token}"):
-            await self._tell(interaction, "This summary is already shared in the channel.")
-            return
-        footer = status_line(f"Shared by {interaction.user.display_name}")
-        pages = split_message(f"{data['text']}\n\n{footer}", MESSAGE_LIMIT)
-        await interaction.response.send_message(pages[0], allowed_mentions=NO_MENTIONS)
-        for page in pages[1:]:
-            await interaction.followup.send(page, allowed_mentions=NO_MENTIONS)
-
-    async def command_forget(
-        self, interaction: discord.Interaction[TeamBot], whole_channel: bool
-    ) -> None:
-        guild_id = interaction.guild_id
-        channel = interaction.channel
-        if guild_id is None or channel is None or interaction.channel_id is None:
-            return
-        base_id = (
-            channel.parent_id or channel.id if isinstance(channel, discord.Thread) else channel.id
-        )
-        if whole_channel and not interaction.permissions.manage_messages:
-            await self._tell(
-                interaction,
-                "Erasing the memory of a whole channel needs the Manage Messages permission.",
-            )
-            return
-        await self._respond_later(
-            interaction,
-            self._forget(guild_id, channel, base_id, whole_channel, interaction.user.display_name),
-            ephemeral=False,
-            name=f"discord-forget-{interaction.id}",
-        )
-
-    async def _forget(
-        self, guild_id: int, channel: Any, base_id: int, whole_channel: bool, who: str
-    ) -> str:
-        if whole_channel:
-            count = await self.engine.forget_channel(channel_key(guild_id, base_id))
-            return (
-                f"🧹 Forgotten: my memory of <#{base_id}> and its threads "
-                f"({count} conversation{'s' if count != 1 else ''}) is erased. (asked by {who})"
-            )
-        if isinstance(channel, discord.Thread):
-            await self.engine.forget(thread_key(guild_id, channel))
-            return (
-                f"🧹 Forgotten: I no longer remember this thread's conversation. (asked by {who})"
-            )
-        await self.engine.forget(channel_key(guild_id, base_id))
-        return (
-            "🧹 Forgotten: I no longer remember this channel's conversation with me "
-            f"(threads keep theirs). (asked by {who})"
-        )
-
-    async def command_usage(self, interaction: discord.Interaction[TeamBot]) -> None:
-        if interaction.guild_id is None:
-            return
-        await self._respond_later(
-            interaction,
-            self._usage(interaction.guild_id),
-            ephemeral=True,
-            name=f"discord-usage-{interaction.id}",
-        )
-
-    async def _usage(self, guild_id: int) -> str:
-        report = await self.engine.usage(tenant_key(guild_id))
-        return report.render()
-
-    async def _respond_later(
-        self,
-        interaction: discord.Interaction[TeamBot],
-        work: Coroutine[Any, Any, str],
-        *,
-        ephemeral: bool,
-        name: str,
-    ) -> None:
-        """Defer now; compute the answer in a tracked task and put it in the response."""
-        try:
-            await interaction.response.defer(thinking=True, ephemeral=ephemeral)
-        except discord.HTTPException as error:
-            work.close()
-            log.info("could not defer interaction %s: %s", interaction.id, error)
-            return
-        self.spawn(self._finish_later(interaction, work), name=name)
-
-    async def _finish_later(
-        self, interaction: discord.Interaction[TeamBot], work: Coroutine[Any, Any, str]
-    ) -> None:
-        try:
-            text = await work
-        except Exception:
-            error_id, text = _error_text()
-            name = interaction.command.name if interaction.command else "?"
-            log.exception("/%s failed (error id %s)", name, error_id)
-        try:
-            await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
-        except discord.HTTPException as error:
-            log.warning("could not answer interaction %s: %s", interaction.id, error)
-
-    async def _tell(self, interaction: discord.Interaction[Any], text: str) -> None:
-        """A short private answer to the one who asked."""
-        try:
-            if interaction.response.is_done():
-                await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
-            else:
-                await interaction.response.send_message(
-                    text, ephemeral=True, allowed_mentions=NO_MENTIONS
-                )
-        except discord.HTTPException as error:
-            log.info("could not answer interaction %s: %s", interaction.id, error)
-
-
-class _SummarySink(DiscordSink):
-    """An ephemeral summary; a real summary (not a refusal or a failure) is kept in the
-    shared cache for the Share button, which appears under it."""
-
-    def __init__(self, bot: TeamBot, surface: InteractionSurface, token: str, user_id: int) -> None:
-        super().__init__(surface, bot.pacer)
-        self.bot = bot
-        self.token = token
-        self.user_id = user_id
-        self.heading: str | None = None
-
-    async def finish(self, text: str) -> None:
-        if self.heading is not None and text.startswith(f"**{self.heading}**"):
-            payload = json.dumps({"text": text, "user": self.user_id})
-            try:
-                await self.bot.engine.cache_set(NS_SHARE, self.token, payload, ttl=86_400)
-                token = self.token
-                self.final_view = lambda: share_view(token)
-            except Exception as error:
-                log.warning("could not keep the summary for sharing: %s", error)
-        await super().finish(text)

@@ -21,7 +21,7 @@ import datetime as dt
 import heapq
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -476,6 +476,8 @@ class DiscordSink:
         self.pacer = pacer
         self.header = header
         self.final_view = final_view
+        #: Run once the final text is on Discord (open a thread, remember the answer).
+        self.after_finish: Callable[[DiscordSink], Awaitable[None]] | None = None
         self.limit = limit
         self.started = asyncio.Event()
         self.outcome: Literal["finished", "failed"] | None = None
@@ -507,6 +509,11 @@ class DiscordSink:
 
     async def finish(self, text: str) -> None:
         await self._end(text if text.strip() else EMPTY_ANSWER, "finished")
+        if self.after_finish is not None and not self._abandoned:
+            try:
+                await self.after_finish(self)
+            except Exception:
+                log.exception("the step after an answer failed")
 
     async def fail(self, message: str) -> None:
         await self._end(f"⚠️ {message}", "failed")

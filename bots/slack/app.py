@@ -42,9 +42,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.health import HealthServer, health_routes
 from bots.slack.bot import SHARE_ACTION, SUMMARIZE_SHORTCUT, SlackBot, parse_window
 from bots.slack.history import Identity
-from core import metrics
-from core.engine import Engine
-from core.settings import ConfigError, Settings
+from core import ConfigError, Engine, Settings, metrics
 
 __all__ = [
     "SlackHttpServer",
@@ -149,11 +147,11 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
 
     @app.event("app_mention")
     async def on_mention(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
-        bot.on_app_mention(event, team(body, context))
+        await bot.on_app_mention(event, team(body, context))
 
     @app.event("message")
     async def on_message(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
-        bot.on_message(event, team(body, context))
+        await bot.on_message(event, team(body, context))
 
     @app.command("/summarize")
     async def on_summarize(

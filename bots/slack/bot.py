@@ -29,9 +29,8 @@ import logging
 import re
 import secrets
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import SecretStr
@@ -48,19 +47,28 @@ from bots.slack.history import (
     is_own,
 )
 from bots.slack.sink import STREAM_INTERVAL, UPDATE_INTERVAL, Pacer, SlackReplySink
-from core.engine import Engine, Outcome, Reservation
-from core.logs import bind, log_context
-from core.settings import Settings
-from core.sink import CollectingSink
-from core.types import Author, ConversationKey, Incoming
+from core import (
+    Author,
+    ChatMessage,
+    CollectingSink,
+    ConversationKey,
+    Engine,
+    Incoming,
+    Intake,
+    MessageRef,
+    ReplySink,
+    Settings,
+    bind,
+    log_context,
+)
 
 __all__ = [
     "SHARE_ACTION",
     "SUMMARIZE_SHORTCUT",
     "SlackBot",
     "Window",
-    "parse_command",
     "parse_window",
+    "slack_position",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,31 +95,6 @@ HELP = (
 
 
 # --- parsing -------------------------------------------------------------------------------
-
-_COMMANDS = {
-    "summarize": "summarize",
-    "summarise": "summarize",
-    "summary": "summarize",
-    "tldr": "summarize",
-    "tl;dr": "summarize",
-    "forget": "forget",
-    "help": "help",
-}
-_FILLER = frozenset(
-    {"this", "the", "thread", "conversation", "please", "pls", "it", "everything", "up", "now"}
-)
-
-
-def parse_command(text: str) -> str | None:
-    """`summarize`, `forget` or `help` when the whole message is that command (with a few
-    filler words: "summarize this thread please"); None for anything else."""
-    words = re.findall(r"[a-z;']+", text.lower())
-    if not words or len(words) > 5:
-        return None
-    command = _COMMANDS.get(words[0])
-    if command and all(word in _FILLER for word in words[1:]):
-        return command
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +160,12 @@ def parse_window(text: str) -> Window:
     return Window(channel, hours)
 
 
+def slack_position(ts: str) -> int:
+    """A Slack timestamp ("1712345678.000123") as an exact integer: the platform's order."""
+    seconds, _, micros = ts.partition(".")
+    return int(seconds) * 1_000_000 + int(micros.ljust(6, "0")[:6] or 0)
+
+
 _CHANNEL_ID = re.compile(r"^[CDG][A-Z0-9]{2,}$")
 _TS = re.compile(r"^\d{1,12}\.\d{1,9}$")
 
@@ -230,52 +219,40 @@ class SlackBot:
         self.pacer = Pacer()
         self.directory = Directory(client, engine.cache_get, engine.cache_set, identity.team_id)
         self.reader = SlackReader(client, self.directory, identity)
-        self._in_flight: set[str] = set()
-        # Backpressure: a burst of events is acknowledged at once but worked on a bounded
-        # number at a time, in arrival order (Redis pool, Slack's rate limits).
-        self._slots = asyncio.Semaphore(settings.slack_concurrency)
-        self._import_locks: weakref.WeakValueDictionary[ConversationKey, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self.intake = Intake(engine, help_text=HELP.format(name=identity.name))
+        # Summaries and commands other than answers run a bounded number at a time.
+        self._slots = asyncio.Semaphore(settings.reply_concurrency)
         self._token = settings.slack_bot_token or SecretStr("")
 
-    # --- events (return at once) ------------------------------------------------------
+    # --- events (each returns once the message has its place in line) ----------------------
 
-    def on_app_mention(self, event: Mapping[str, Any], team_id: str) -> None:
+    async def on_app_mention(self, event: Mapping[str, Any], team_id: str) -> None:
         if not well_formed(event):
             log.info("ignored a malformed app_mention event")
             return
-        if not self._wanted(event, addressed=True):
-            return
-        self._start(event, team_id, addressed=True)
+        if self._wanted(event, addressed=True):
+            await self._submit(event, team_id, addressed=True)
 
-    def on_message(self, event: Mapping[str, Any], team_id: str) -> None:
+    async def on_message(self, event: Mapping[str, Any], team_id: str) -> None:
         if not isinstance(event, Mapping):
             return
         subtype = event.get("subtype")
         if subtype in ("message_changed", "message_deleted"):
-            channel = str(event.get("channel") or "")
-            if channel:
-                key = ConversationKey("slack", team_id, channel, "-")
-                self.engine.spawn(
-                    self.engine.invalidate_summaries(key), name=f"invalidate:{channel}"
-                )
+            self._changed(event, team_id)
             return
         if not is_conversation_message(event) or not well_formed(event):
             return
-        is_dm = event.get("channel_type") == "im"
-        if is_dm:
+        if event.get("channel_type") == "im":
             if self._wanted(event, addressed=True):
-                self._start(event, team_id, addressed=True)
+                await self._submit(event, team_id, addressed=True)
             return
         if f"<@{self.identity.bot_user_id}" in str(event.get("text") or ""):
             return  # a mention: its app_mention delivery answers it
         thread_ts = event.get("thread_ts")
         if not thread_ts or thread_ts == event.get("ts"):
             return  # a top-level channel message not addressed to the bot
-        if not self._wanted(event, addressed=False):
-            return
-        self._start(event, team_id, addressed=False)
+        if self._wanted(event, addressed=False):
+            await self._submit(event, team_id, addressed=False)
 
     def _wanted(self, event: Mapping[str, Any], *, addressed: bool) -> bool:
         if is_own(event, self.identity):
@@ -285,165 +262,88 @@ class SlackBot:
             return addressed and self.settings.slack_answer_bots
         return bool(event.get("user"))
 
-    def _start(self, event: Mapping[str, Any], team_id: str, *, addressed: bool) -> None:
-        channel, ts = str(event["channel"]), str(event["ts"])
-        message_id = f"{channel}:{ts}"
-        if message_id in self._in_flight:
-            log.info("duplicate delivery of %s ignored", message_id)
-            return
-        self._in_flight.add(message_id)
+    async def _submit(self, event: Mapping[str, Any], team_id: str, *, addressed: bool) -> None:
+        """Hand the message to core's intake: its place in line is taken before Slack's
+        request is acknowledged; the slow work (names, files, the thread) runs at its turn."""
         event = dict(event)
-
-        async def work() -> None:
-            root = str(event.get("thread_ts") or ts)
-            key = ConversationKey("slack", team_id, channel, root)
-            try:
-                # Take this message's place in its thread's line before any slow work, in
-                # arrival order, so the thread is answered in the order people wrote.
-                async with self.engine.ordered(key):
-                    if not addressed and not await self.is_following(key):
-                        return
-                    reservation = await self.engine.reserve(key, message_id)
-                if reservation is None:
-                    return  # delivered before (Slack retry, or the other replica)
-                try:
-                    # Wait for the thread's turn before taking one of the limited slots:
-                    # a slot is only ever held by a message that can go ahead.
-                    await self.engine.wait_turn(reservation)
-                    async with self._slots:
-                        await self._handle(event, key, team_id, reservation, addressed=addressed)
-                finally:
-                    if not reservation.ticket.released:
-                        await self.engine.abandon(reservation)
-            finally:
-                self._in_flight.discard(message_id)
-
-        self.engine.spawn(work(), name=f"slack:{message_id}")
-
-    async def _handle(
-        self,
-        event: dict[str, Any],
-        key: ConversationKey,
-        team_id: str,
-        reservation: Reservation,
-        *,
-        addressed: bool,
-    ) -> None:
-        channel, ts, root = key.channel, str(event["ts"]), key.thread
-        token = bind(conversation=str(key), message=f"{channel}:{ts}")
-        try:
-            if addressed:
-                command = parse_command(await self.reader.plain_text(event, addressed=True))
-                if command is not None:
-                    await self.engine.abandon(reservation)
-                if command == "summarize":
-                    await self.summarize_thread(team_id, channel, root, before=ts)
-                    return
-                if command == "forget":
-                    await self.forget_thread(key)
-                    return
-                if command == "help":
-                    await self._post(channel, root, HELP.format(name=self.identity.name))
-                    return
-                await self.follow(key)
-            await self._answer(event, key, team_id, reservation, addressed=addressed)
-        except Exception:
-            # Memory or Slack failed before the engine took over: say so, never silence.
-            error_id = secrets.token_hex(3)
-            log.exception("could not handle %s:%s (error %s)", channel, ts, error_id)
-            with contextlib.suppress(Exception):
-                await self._post(channel, root, _oops(error_id))
-        finally:
-            log_context.reset(token)
-
-    async def _answer(
-        self,
-        event: dict[str, Any],
-        key: ConversationKey,
-        team_id: str,
-        reservation: Reservation,
-        *,
-        addressed: bool,
-    ) -> None:
         channel, ts = str(event["channel"]), str(event["ts"])
+        root = str(event.get("thread_ts") or ts)
+        key = ConversationKey("slack", team_id, channel, root)
         user = str(event.get("user") or "")
-        sink = self._sink(
-            channel,
-            key.thread,
-            user=user or None,
-            team=str(event.get("user_team") or event.get("team") or team_id),
-        )
-        await sink.start()
-        try:
-            await self._import_once(key, channel, before=ts)
+        team = str(event.get("user_team") or event.get("team") or team_id)
+
+        async def prepare(incoming: Incoming) -> Incoming:
             text = await self.reader.plain_text(event, addressed=addressed)
             author_id, name, is_bot = await self.reader.speaker(event)
-        except Exception:
-            log.exception("could not read message %s:%s", channel, ts)
-            await sink.fail("I couldn't read this message from Slack. Please try again.")
-            return
-        files = [f for f in event.get("files") or [] if isinstance(f, dict)]
-        incoming = Incoming(
-            key=key,
-            event_id=f"{channel}:{ts}",
-            author=Author(author_id, name, is_bot),
-            text=text,
-            attachments=file_attachments(
+            files = [f for f in event.get("files") or [] if isinstance(f, dict)]
+            attachments = file_attachments(
                 files,
                 self.engine.http,
                 self._token.get_secret_value(),
                 api_url=self.settings.slack_api_url,
                 max_bytes=self.settings.max_attachment_bytes,
-            ),
+            )
+            return replace(
+                incoming, text=text, author=Author(author_id, name, is_bot), attachments=attachments
+            )
+
+        async def earlier() -> list[ChatMessage]:
+            return await self.reader.chat_messages(
+                await self.reader.thread(channel, root, before=ts)
+            )
+
+        async def transcript() -> list[ChatMessage]:
+            raw = await self.reader.thread(channel, root, before=ts)
+            return await self.reader.chat_messages(raw, transcript=True)
+
+        async def open_sink(_incoming: Incoming) -> ReplySink:
+            sink = self._sink(channel, root, user=user or None, team=team)
+            await sink.start()
+            return sink
+
+        incoming = Incoming(
+            key=key,
+            event_id=f"{channel}:{ts}",
+            author=Author(user or "unknown", user or "someone"),
+            text=str(event.get("text") or ""),
             message_id=ts,
             ts=float(ts),
+            position=slack_position(ts),
+            addressed=addressed,
+            follow=addressed,
+            prepare=prepare,
+            backfill=earlier if root != ts else None,
+            transcript=transcript,
         )
-        outcome = await self.engine.reply(incoming, sink, reservation=reservation)
-        if outcome is Outcome.DUPLICATE:
-            await sink.abandon()
-
-    async def _import_once(self, key: ConversationKey, channel: str, *, before: str) -> None:
-        """First contact with an existing thread: its earlier messages become memory, once."""
-        if key.thread == before:
-            return  # a new thread: nothing came before
-        lock = self._import_locks.get(key)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._import_locks[key] = lock
-        async with lock:
-            if not await self.engine.needs_import(key):
-                return
-            try:
-                raw = await self.reader.thread(channel, key.thread, before=before)
-            except SlackApiError as error:
-                log.warning("could not read thread %s: %s", key, error.response.get("error"))
-                return
-            history = await self.reader.chat_messages(raw)
-            await self.engine.import_history(key, history)
-            log.info("imported %d earlier messages of %s", len(history), key)
-
-    # --- following threads ------------------------------------------------------------
-
-    def _thread_ident(self, key: ConversationKey) -> str:
-        return f"{key.workspace}:{key.channel}:{key.thread}"
-
-    async def follow(self, key: ConversationKey) -> None:
-        ttl = self.settings.memory_ttl_seconds
-        await self.engine.cache_set("slack-follow", self._thread_ident(key), f"{time.time()}", ttl)
-
-    async def unfollow(self, key: ConversationKey) -> None:
-        ttl = self.settings.memory_ttl_seconds
-        await self.engine.cache_set("slack-follow", self._thread_ident(key), "0", ttl)
-
-    async def is_following(self, key: ConversationKey) -> bool:
-        since = await self.engine.cache_get("slack-follow", self._thread_ident(key))
-        if since in (None, "0"):
-            return False
-        forgot = await self.engine.cache_get("slack-forgot", f"{key.workspace}:{key.channel}")
+        token = bind(conversation=str(key), message=f"{channel}:{ts}")
         try:
-            return forgot is None or float(since or 0) > float(forgot)
-        except ValueError:
-            return False
+            await self.intake.submit(incoming, open_sink)
+        finally:
+            log_context.reset(token)
+
+    def _changed(self, event: Mapping[str, Any], team_id: str) -> None:
+        """An edit or a deletion: memory follows it (and cached summaries are dropped)."""
+        channel = str(event.get("channel") or "")
+        if not channel:
+            return
+        if event.get("subtype") == "message_deleted":
+            ts = str(event.get("deleted_ts") or "")
+            if ts:
+                ref = MessageRef("slack", team_id, channel, ts)
+                self.engine.spawn(self.intake.deleted(ref), name=f"deleted:{channel}:{ts}")
+            return
+        message = event.get("message")
+        if not isinstance(message, Mapping) or not message.get("ts"):
+            return
+        ref = MessageRef("slack", team_id, channel, str(message["ts"]))
+        addressed = f"<@{self.identity.bot_user_id}" in str(message.get("text") or "")
+
+        async def edited() -> None:
+            await self.intake.edited(
+                ref, await self.reader.plain_text(message, addressed=addressed)
+            )
+
+        self.engine.spawn(edited(), name=f"edited:{channel}:{message['ts']}")
 
     # --- summaries ------------------------------------------------------------------------
 
@@ -565,22 +465,10 @@ class SlackBot:
 
     # --- forgetting -------------------------------------------------------------------------
 
-    async def forget_thread(self, key: ConversationKey) -> None:
-        await self.engine.forget(key)
-        await self.unfollow(key)
-        await self._post(
-            key.channel,
-            key.thread,
-            "Done: I erased my memory of this thread and stopped following it. "
-            "Mention me if you want me back.",
-        )
-
     async def forget_channel(self, team_id: str, channel: str, respond: Respond) -> None:
         """`/forget`: every conversation the bot had in this channel (all its threads)."""
         key = ConversationKey("slack", team_id, channel, "-")
         erased = await self.engine.forget_channel(key)
-        ttl = self.settings.memory_ttl_seconds
-        await self.engine.cache_set("slack-forgot", f"{team_id}:{channel}", f"{time.time()}", ttl)
         where = "this conversation" if channel.startswith("D") else "this channel"
         count = f"{erased} conversation{'s' if erased != 1 else ''}"
         await respond(

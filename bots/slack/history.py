@@ -307,7 +307,8 @@ class SlackReader:
         text = str(message.get("text") or "")
         if is_own(message, self.identity):
             # "*Thread summary*" or "*#general — last 24 hours*", then the TL;DR line
-            return text.startswith("*") and SUMMARY_MARK in text[:400]
+            head = text[:400]
+            return text.startswith("*") and (SUMMARY_MARK in head or "\n\n**TL;DR:**" in head)
         mention = f"<@{self.identity.bot_user_id}>"
         if not text.lstrip().startswith(mention):
             return False

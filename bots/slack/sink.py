@@ -182,6 +182,9 @@ class SlackReplySink:
             try:
                 if not text.startswith(self._text):
                     await self._discard()
+                if not self._parts:
+                    # Nothing streamed yet (a summary, a command's answer): one plain post.
+                    self.mode = "update"
                 self._text = text if text.strip() else "_(The model returned an empty answer.)_"
                 self._status_line = ""
                 await self._flush(final=True)

@@ -150,6 +150,16 @@ class RedisServer:
             self.process.terminate()
             await self.process.wait()
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open and nothing answers, as
+        when Redis stalls."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     async def restart(self, down_for: float = 0.5) -> None:
         await self.stop()
         await asyncio.sleep(down_for)

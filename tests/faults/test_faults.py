@@ -21,6 +21,8 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from core.store import Keys
+from core.types import ConversationKey
 from tests.fakes.cometapi import (
     ConnectionReset,
     FakeCometAPI,
@@ -284,7 +286,9 @@ async def test_a_burst_of_a_thousand_events_across_a_hundred_threads(
             for t, root in enumerate(roots):
                 answers = bot_replies(slack, root)
                 assert [question_of(a) for a in answers] == [f"q{t}-{n}" for n in range(PER_THREAD)]
-                key = f"{key_prefix}:h:slack:{slack.team_id}:{GENERAL}:{root}"
+                key = Keys(key_prefix).of(
+                    "h", ConversationKey("slack", slack.team_id, GENERAL, root)
+                )
                 history = [json.loads(item) for item in await redis.lrange(key, 0, -1)]
                 contents = [m["content"] for m in history if m["role"] in ("user", "assistant")]
                 questions = [c for c in contents if c.startswith("q")]

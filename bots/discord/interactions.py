@@ -1,0 +1,495 @@
+"""Discord's slash commands and buttons: /ask, /summarize (with Share), /forget, /usage.
+
+Each handler answers Discord within its 3 seconds (an interaction is deferred at once)
+and leaves the model work to core; `TeamBot` mixes this class in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import math
+import secrets
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Literal
+
+import discord
+
+from bots.discord.commands import share_view
+from bots.discord.format import MESSAGE_LIMIT, quote_prompt, split_message, status_line, thread_name
+from bots.discord.history import (
+    answer_key,
+    channel_key,
+    chat_message,
+    read_messages,
+    tenant_key,
+    thread_key,
+    thread_starter,
+    to_attachment,
+)
+from bots.discord.sink import DiscordSink, EditPacer, InteractionSurface, safe_mentions
+from core import (
+    RESTARTING,
+    Admission,
+    Attachment,
+    Author,
+    ChatMessage,
+    ConversationKey,
+    Engine,
+    Fetch,
+    Incoming,
+    Intake,
+    ReplySink,
+    Settings,
+    oops,
+)
+
+if TYPE_CHECKING:
+    from bots.discord.bot import TeamBot
+
+__all__ = ["NO_MENTIONS", "NS_SHARE", "Interactions"]
+
+log = logging.getLogger(__name__)
+
+NO_MENTIONS = discord.AllowedMentions.none()
+NS_SHARE = "discord-share"
+
+
+class Interactions:
+    """The slash commands, mixed into `TeamBot`."""
+
+    settings: Settings
+    engine: Engine
+    intake: Intake
+    pacer: EditPacer
+    _stopping: bool
+
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None:
+        raise NotImplementedError
+
+    def thread_reader(self, thread: discord.Thread, before: discord.abc.Snowflake) -> Fetch:
+        raise NotImplementedError
+
+    async def _remember_answer(self, key: ConversationKey, message_ids: list[int]) -> None:
+        raise NotImplementedError
+
+    async def _cached(self, namespace: str, ident: str) -> str | None:
+        raise NotImplementedError
+
+    user: discord.ClientUser | None
+
+    async def _admit(self, interaction: discord.Interaction[TeamBot], name: str) -> bool:
+        """Refuse politely while stopping or when the user is within the cooldown."""
+        if self._stopping:
+            await interaction.response.send_message(
+                "I'm restarting. Please try again in a minute.",
+                ephemeral=True,
+                allowed_mentions=NO_MENTIONS,
+            )
+            return False
+        seconds = self.settings.discord_command_cooldown
+        try:
+            wait = await asyncio.wait_for(
+                self.engine.cooldown("discord-model", str(interaction.user.id), seconds), 1.0
+            )
+        except Exception as error:  # do not hold the interaction for the cache
+            log.warning("cooldown check failed: %s", error)
+            wait = 0.0
+        if wait > 0:
+            left = max(1, math.ceil(wait))
+            await interaction.response.send_message(
+                f"You're going a little fast. Please wait {left} second{'s' if left != 1 else ''} "
+                f"before using /{name} again.",
+                ephemeral=True,
+                allowed_mentions=NO_MENTIONS,
+            )
+            return False
+        return True
+
+    async def command_ask(
+        self,
+        interaction: discord.Interaction[TeamBot],
+        prompt: str,
+        image: discord.Attachment | None,
+    ) -> None:
+        guild_id, channel_id = interaction.guild_id, interaction.channel_id
+        if guild_id is None or channel_id is None or not await self._admit(interaction, "ask"):
+            return
+        try:
+            response = await interaction.response.defer(thinking=True)
+        except discord.HTTPException as error:
+            # 40060: another process of ours acknowledged it; 10062: too late.
+            log.info("could not defer interaction %s: %s", interaction.id, error)
+            return
+        message_id = response.message_id if response is not None else None
+        self.spawn(
+            self._ask(interaction, prompt, image, message_id), name=f"discord-ask-{interaction.id}"
+        )
+
+    async def _ask(
+        self,
+        interaction: discord.Interaction[TeamBot],
+        prompt: str,
+        image: discord.Attachment | None,
+        message_id: int | None,
+    ) -> None:
+        guild_id, channel_id = interaction.guild_id, interaction.channel_id
+        assert guild_id is not None and channel_id is not None
+        channel = interaction.channel
+        author = interaction.user
+        surface = InteractionSurface(interaction, mentions=safe_mentions(author))
+        header = quote_prompt(
+            prompt, author.display_name, image.filename if image is not None else None
+        )
+        sink = DiscordSink(surface, self.pacer, header=header)
+        try:
+            if isinstance(channel, discord.Thread):
+                key = thread_key(guild_id, channel)
+                backfill: Fetch | None = self.thread_reader(channel, interaction)
+            else:
+                if message_id is None:
+                    message_id = (await interaction.original_response()).id
+                key = answer_key(guild_id, channel_id, message_id)
+                backfill = None
+                sink.after_finish = lambda done: self._after_ask(interaction, key, prompt, done)
+        except Exception:
+            error_id = secrets.token_hex(3)
+            log.exception("could not prepare /ask %s (error id %s)", interaction.id, error_id)
+            await sink.fail(oops(error_id))
+            return
+        attachments: tuple[Attachment, ...] = ()
+        if image is not None:
+            attachments = (
+                to_attachment(image, self.engine.http, self.settings.max_attachment_bytes),
+            )
+        incoming = Incoming(
+            key=key,
+            event_id=f"interaction:{interaction.id}",
+            author=Author(str(author.id), author.display_name, author.bot),
+            text=prompt,
+            attachments=attachments,
+            message_id=str(interaction.id),
+            ts=interaction.created_at.timestamp(),
+            position=interaction.id,
+            follow=True,  # /ask in a thread: the bot follows it from now on
+            backfill=backfill,
+        )
+
+        async def open_sink(_incoming: Incoming) -> ReplySink:
+            await sink.begin()
+            return sink
+
+        admitted = await self.intake.submit(incoming, open_sink)
+        if admitted is Admission.DUPLICATE:
+            await sink.fail("This question is already being answered elsewhere.")
+        elif admitted is not Admission.ADMITTED:
+            await sink.close()
+
+    async def _after_ask(
+        self,
+        interaction: discord.Interaction[TeamBot],
+        key: ConversationKey,
+        prompt: str,
+        sink: DiscordSink,
+    ) -> None:
+        if sink.outcome != "finished":
+            return
+        if not await self._open_thread(interaction, key, prompt):
+            await self._remember_answer(key, sink.message_ids())
+
+    async def _open_thread(
+        self, interaction: discord.Interaction[TeamBot], key: ConversationKey, prompt: str
+    ) -> bool:
+        """Open a thread from the answer: its id is the answer's, so the thread's
+        conversation is the one the answer started."""
+        channel = interaction.channel
+        if not isinstance(channel, discord.TextChannel):
+            return False  # voice-channel chats and the like have no threads
+        if not interaction.app_permissions.create_public_threads:
+            log.info(
+                "no Create Public Threads permission in #%s; answering without a thread", channel
+            )
+            return False
+        starter = channel.get_partial_message(int(key.thread))
+        try:
+            await starter.create_thread(name=thread_name(prompt), auto_archive_duration=1440)
+        except discord.HTTPException as error:
+            log.warning("could not open a thread for /ask %s: %s", interaction.id, error)
+            return False
+        return True
+
+    async def command_summarize(
+        self,
+        interaction: discord.Interaction[TeamBot],
+        scope: Literal["thread", "channel"] | None,
+        hours: int | None,
+    ) -> None:
+        guild = interaction.guild
+        channel = interaction.channel
+        if guild is None or channel is None:
+            return
+        in_thread = isinstance(channel, discord.Thread)
+        if scope == "thread" and not in_thread:
+            await self._tell(
+                interaction, "Use `scope: thread` inside a thread, or `scope: channel` here."
+            )
+            return
+        scope = scope or ("thread" if in_thread else "channel")
+        target: discord.abc.GuildChannel | discord.Thread | None
+        if scope == "channel" and isinstance(channel, discord.Thread):
+            target = channel.parent
+        else:
+            target = (
+                channel if isinstance(channel, discord.abc.GuildChannel | discord.Thread) else None
+            )
+        if target is None or not isinstance(target, discord.abc.Messageable):
+            await self._tell(interaction, "I can't summarize this kind of channel.")
+            return
+        # The asker's own permissions, before anything is read: nobody gets a summary
+        # of messages they could not read themselves.
+        user = interaction.user
+        if target.id == interaction.channel_id:
+            user_perms = interaction.permissions
+        elif isinstance(user, discord.Member):
+            user_perms = target.permissions_for(user)
+        else:
+            user_perms = discord.Permissions.none()
+        if not (user_perms.view_channel and user_perms.read_message_history):
+            await self._tell(
+                interaction,
+                f"You can't read the message history of {target.mention}, so I can't "
+                "summarize it for you.",
+            )
+            return
+        bot_perms = (
+            interaction.app_permissions
+            if target.id == interaction.channel_id
+            else target.permissions_for(guild.me)
+        )
+        if not (bot_perms.view_channel and bot_perms.read_message_history):
+            await self._tell(
+                interaction,
+                f"I can't read the message history of {target.mention}: give me View "
+                "Channel and Read Message History there.",
+            )
+            return
+        if not await self._admit(interaction, "summarize"):
+            return
+        try:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+        except discord.HTTPException as error:
+            log.info("could not defer interaction %s: %s", interaction.id, error)
+            return
+        self.spawn(
+            self._summarize(interaction, target, scope, hours),
+            name=f"discord-summarize-{interaction.id}",
+        )
+
+    async def _summarize(
+        self,
+        interaction: discord.Interaction[TeamBot],
+        target: discord.abc.GuildChannel | discord.Thread,
+        scope: str,
+        hours: int | None,
+    ) -> None:
+        assert interaction.guild_id is not None and self.user is not None
+        token = secrets.token_hex(16)
+        surface = InteractionSurface(interaction, mentions=NO_MENTIONS, ephemeral=True)
+        sink = _SummarySink(self, surface, token, interaction.user.id)
+        try:
+            await sink.begin()
+            if scope == "channel" and hours is None:
+                hours = 24
+            after = discord.utils.utcnow() - dt.timedelta(hours=hours) if hours else None
+            await sink.status("Reading the messages…")
+            limit = self.settings.discord_summary_max_messages
+            assert isinstance(target, discord.abc.Messageable)
+            messages, truncated = await read_messages(target, limit=limit, after=after)
+            if isinstance(target, discord.Thread) and not truncated:
+                starter = await thread_starter(target)
+                if (
+                    starter is not None
+                    and (after is None or starter.created_at > after)
+                    and all(m.id != starter.id for m in messages)
+                ):
+                    messages.insert(0, starter)
+            entries: list[ChatMessage] = [
+                c for m in messages if (c := chat_message(m, self.user.id)) is not None
+            ]
+            where = "this thread" if isinstance(target, discord.Thread) else f"#{target.name}"
+            span = f"last {hours} hour{'s' if hours != 1 else ''}" if hours else "whole thread"
+            count = f"{len(entries):,} message{'s' if len(entries) != 1 else ''}"
+            heading = f"Summary of {where} ({span}, {count}"
+            heading += f"; only the newest {limit:,} read)" if truncated else ")"
+            sink.heading = heading
+            scope_key = ConversationKey(
+                "discord", str(interaction.guild_id), str(target.id), f"summary:{hours or 'all'}"
+            )
+            await self.engine.summarize(scope_key, entries, sink, heading=heading)
+        except asyncio.CancelledError:
+            if not sink.done:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(sink.fail(RESTARTING), 5.0)
+            raise
+        except discord.HTTPException as error:
+            log.warning("could not read history for a summary: %s", error)
+            if not sink.done:
+                await sink.fail("Discord would not let me read that history. Please try again.")
+        except Exception:
+            error_id = secrets.token_hex(3)
+            text = oops(error_id)
+            log.exception("summary %s failed (error id %s)", interaction.id, error_id)
+            if not sink.done:
+                await sink.fail(text)
+        finally:
+            await sink.close()
+
+    async def share_summary(self, interaction: discord.Interaction[Any], token: str) -> None:
+        """The Share button: post the asker's private summary in the channel, once."""
+        raw = await self._cached(NS_SHARE, token)
+        if raw is None:
+            await self._tell(interaction, "This summary has expired. Run /summarize again.")
+            return
+        data = json.loads(raw)
+        if data.get("user") != interaction.user.id:
+            await self._tell(
+                interaction, "Only the person who asked for this summary can share it."
+            )
+            return
+        if not await self.engine.once("discord", f"share:{token}"):
+            await self._tell(interaction, "This summary is already shared in the channel.")
+            return
+        footer = status_line(f"Shared by {interaction.user.display_name}")
+        pages = split_message(f"{data['text']}\n\n{footer}", MESSAGE_LIMIT)
+        await interaction.response.send_message(pages[0], allowed_mentions=NO_MENTIONS)
+        for page in pages[1:]:
+            await interaction.followup.send(page, allowed_mentions=NO_MENTIONS)
+
+    async def command_forget(
+        self, interaction: discord.Interaction[TeamBot], whole_channel: bool
+    ) -> None:
+        guild_id = interaction.guild_id
+        channel = interaction.channel
+        if guild_id is None or channel is None or interaction.channel_id is None:
+            return
+        base_id = (
+            channel.parent_id or channel.id if isinstance(channel, discord.Thread) else channel.id
+        )
+        if whole_channel and not interaction.permissions.manage_messages:
+            await self._tell(
+                interaction,
+                "Erasing the memory of a whole channel needs the Manage Messages permission.",
+            )
+            return
+        await self._respond_later(
+            interaction,
+            self._forget(guild_id, channel, base_id, whole_channel, interaction.user.display_name),
+            ephemeral=False,
+            name=f"discord-forget-{interaction.id}",
+        )
+
+    async def _forget(
+        self, guild_id: int, channel: Any, base_id: int, whole_channel: bool, who: str
+    ) -> str:
+        if whole_channel:
+            count = await self.engine.forget_channel(channel_key(guild_id, base_id))
+            return (
+                f"🧹 Forgotten: my memory of <#{base_id}> and its threads "
+                f"({count} conversation{'s' if count != 1 else ''}) is erased. (asked by {who})"
+            )
+        if isinstance(channel, discord.Thread):
+            await self.engine.forget(thread_key(guild_id, channel))
+            return (
+                f"🧹 Forgotten: I no longer remember this thread's conversation. (asked by {who})"
+            )
+        await self.engine.forget(channel_key(guild_id, base_id))
+        return (
+            "🧹 Forgotten: I no longer remember this channel's conversation with me "
+            f"(threads keep theirs). (asked by {who})"
+        )
+
+    async def command_usage(self, interaction: discord.Interaction[TeamBot]) -> None:
+        if interaction.guild_id is None:
+            return
+        await self._respond_later(
+            interaction,
+            self._usage(interaction.guild_id),
+            ephemeral=True,
+            name=f"discord-usage-{interaction.id}",
+        )
+
+    async def _usage(self, guild_id: int) -> str:
+        report = await self.engine.usage(tenant_key(guild_id))
+        return report.render()
+
+    async def _respond_later(
+        self,
+        interaction: discord.Interaction[TeamBot],
+        work: Coroutine[Any, Any, str],
+        *,
+        ephemeral: bool,
+        name: str,
+    ) -> None:
+        """Defer now; compute the answer in a tracked task and put it in the response."""
+        try:
+            await interaction.response.defer(thinking=True, ephemeral=ephemeral)
+        except discord.HTTPException as error:
+            work.close()
+            log.info("could not defer interaction %s: %s", interaction.id, error)
+            return
+        self.spawn(self._finish_later(interaction, work), name=name)
+
+    async def _finish_later(
+        self, interaction: discord.Interaction[TeamBot], work: Coroutine[Any, Any, str]
+    ) -> None:
+        try:
+            text = await work
+        except Exception:
+            error_id = secrets.token_hex(3)
+            text = oops(error_id)
+            name = interaction.command.name if interaction.command else "?"
+            log.exception("/%s failed (error id %s)", name, error_id)
+        try:
+            await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException as error:
+            log.warning("could not answer interaction %s: %s", interaction.id, error)
+
+    async def _tell(self, interaction: discord.Interaction[Any], text: str) -> None:
+        """A short private answer to the one who asked."""
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+            else:
+                await interaction.response.send_message(
+                    text, ephemeral=True, allowed_mentions=NO_MENTIONS
+                )
+        except discord.HTTPException as error:
+            log.info("could not answer interaction %s: %s", interaction.id, error)
+
+
+class _SummarySink(DiscordSink):
+    """An ephemeral summary; a real summary (not a refusal or a failure) is kept in the
+    shared cache for the Share button, which appears under it."""
+
+    def __init__(
+        self, bot: Interactions, surface: InteractionSurface, token: str, user_id: int
+    ) -> None:
+        super().__init__(surface, bot.pacer)
+        self.bot = bot
+        self.token = token
+        self.user_id = user_id
+        self.heading: str | None = None
+
+    async def finish(self, text: str) -> None:
+        if self.heading is not None and text.startswith(f"**{self.heading}**"):
+            payload = json.dumps({"text": text, "user": self.user_id})
+            try:
+                await self.bot.engine.cache_set(NS_SHARE, self.token, payload, ttl=86_400)
+                token = self.token
+                self.final_view = lambda: share_view(token)
+            except Exception as error:
+                log.warning("could not keep the summary for sharing: %s", error)
+        await super().finish(text)

@@ -1,0 +1,40 @@
+"""Commands people type to the bot instead of a question ("@teambot summarize")."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+__all__ = ["Command", "parse_command"]
+
+
+class Command(StrEnum):
+    SUMMARIZE = "summarize"
+    FORGET = "forget"
+    HELP = "help"
+
+
+_WORDS = {
+    "summarize": Command.SUMMARIZE,
+    "summarise": Command.SUMMARIZE,
+    "summary": Command.SUMMARIZE,
+    "tldr": Command.SUMMARIZE,
+    "tl;dr": Command.SUMMARIZE,
+    "forget": Command.FORGET,
+    "help": Command.HELP,
+}
+_FILLER = frozenset(
+    {"this", "the", "thread", "conversation", "please", "pls", "it", "everything", "up", "now"}
+)
+
+
+def parse_command(text: str) -> Command | None:
+    """The command when the whole message is one (with a few filler words: "summarize
+    this thread please"); None for anything else, which is a question."""
+    words = re.findall(r"[a-z;']+", text.lower())
+    if not words or len(words) > 5:
+        return None
+    command = _WORDS.get(words[0])
+    if command and all(word in _FILLER for word in words[1:]):
+        return command
+    return None

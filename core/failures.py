@@ -1,0 +1,82 @@
+"""What the user reads when an answer cannot be given: one or two plain sentences."""
+
+from __future__ import annotations
+
+from core.providers.base import ProviderError
+from core.summaries import BrokenSummary
+
+__all__ = [
+    "LOST_TURN",
+    "MEMORY_DOWN",
+    "RESTARTING",
+    "BudgetExceeded",
+    "error_class",
+    "failure_message",
+    "oops",
+]
+
+RESTARTING = "I'm restarting, so I couldn't finish this answer. Please send your message again."
+
+MEMORY_DOWN = (
+    "I can't reach my memory store right now, so I couldn't answer. Please try again in a minute."
+)
+
+LOST_TURN = (
+    "I lost contact with my memory store while answering, so I stopped here. "
+    "Please send your message again."
+)
+
+
+def oops(error_id: str) -> str:
+    return f"Something went wrong on my side (error {error_id}). Please try again."
+
+
+class BudgetExceeded(Exception):
+    def __init__(self, spent: float, budget: float) -> None:
+        super().__init__(f"daily budget reached: ${spent:.2f} of ${budget:.2f}")
+        self.spent = spent
+        self.budget = budget
+
+
+def error_class(error: Exception) -> str:
+    """A short label for metrics."""
+    if isinstance(error, ProviderError):
+        return f"model_{error.category}"
+    if isinstance(error, BudgetExceeded):
+        return "budget"
+    return "summary_unreadable"
+
+
+def failure_message(error: Exception) -> str:
+    """One plain sentence or two for the user."""
+    if isinstance(error, BudgetExceeded):
+        return (
+            f"This workspace has used its daily AI budget (${error.spent:.2f} of "
+            f"${error.budget:.2f}). It resets at midnight UTC."
+        )
+    if isinstance(error, BrokenSummary):
+        return "The summary model returned something I couldn't read. Please try again."
+    assert isinstance(error, ProviderError)
+    category = error.category
+    if category == "auth":
+        return (
+            "The AI service refused my API key, so I can't answer. "
+            "An admin should check COMETAPI_API_KEY."
+        )
+    if category == "too_large":
+        return (
+            "This is more than my models can read at once. "
+            "Try a shorter request or start a new thread."
+        )
+    if category == "unsupported_media":
+        return "None of my models can read that kind of file."
+    if category in ("blocked",):
+        return "The model declined to answer this message."
+    if category == "bad_request":
+        return (
+            "The AI service rejected the request. Please rephrase it; if this keeps "
+            "happening, tell an admin."
+        )
+    if category == "quota":
+        return "The AI service's quota is used up, so I can't answer right now."
+    return "The AI service isn't answering right now. Please try again in a minute."

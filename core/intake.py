@@ -1,0 +1,234 @@
+"""The one way in: every message that may be answered, from every adapter.
+
+An adapter turns a platform event into an `Incoming` and calls `Intake.submit` once,
+*before* it acknowledges the event. In one Redis step, core decides: a duplicate delivery
+(Slack's retries, the other replica) is dropped; a message neither addressed to the bot
+nor in a conversation it follows is left alone; any other takes its place in its
+conversation's line, ordered by where the platform put it, across every process. A
+mention that opens a thread makes the bot follow it in that same step, so a follow-up
+typed a moment later, while the first answer still waits for a slot, is answered after
+it, with its memory.
+
+Then, in the background: wait for the turn → take one of the process's slots → open the
+adapter's sink → let the adapter complete the message (names, files) → read an existing
+thread once (backfill) → run a command or answer. The turn is held by a lease in Redis
+until the answer is stored; a turn whose lease is lost stops (see `core.queue`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+
+from redis.exceptions import RedisError
+
+from core import metrics
+from core.commands import Command, parse_command
+from core.engine import Engine, Outcome
+from core.failures import MEMORY_DOWN, oops
+from core.logs import bind
+from core.memory import MessageRef
+from core.queue import Admission, LeaseLost, Ticket
+from core.sink import ReplySink
+from core.types import ConversationKey, Incoming
+
+__all__ = ["DEFAULT_HELP", "Intake", "OpenSink"]
+
+log = logging.getLogger(__name__)
+
+#: Where the answer to a message goes, opened when it is the message's turn (so answers
+#: are created in the order the questions were asked).
+OpenSink = Callable[[Incoming], Awaitable[ReplySink]]
+
+DEFAULT_HELP = (
+    "Ask me anything here and I answer, with the memory of this conversation. "
+    "`summarize` gives a summary of it, `forget` makes me erase my memory of it."
+)
+
+FORGOTTEN = (
+    "Done: I erased my memory of this conversation and stopped following it. "
+    "Mention me if you want me back."
+)
+
+
+class Intake:
+    """Admission and turns for one process. `help_text` answers the `help` command."""
+
+    def __init__(self, engine: Engine, *, help_text: str = DEFAULT_HELP) -> None:
+        self.engine = engine
+        self.line = engine.line
+        self.memory = engine.memory
+        self.help_text = help_text
+        # Backpressure: a burst is admitted at once but worked on a bounded number at a
+        # time (Redis pool, platform rate limits); a slot is taken only at a message's
+        # turn, so it is never held by a message waiting behind another.
+        self._slots = asyncio.Semaphore(engine.settings.reply_concurrency)
+
+    # --- admission ---------------------------------------------------------------------
+
+    async def submit(self, incoming: Incoming, open_sink: OpenSink) -> Admission:
+        """Admit `incoming` (one Redis round trip: call it before acknowledging the
+        event) and answer it in the background when its turn comes."""
+        admitted = await self._admit(incoming, open_sink)
+        if isinstance(admitted, Admission):
+            return admitted
+        task = self.engine.spawn(
+            self._process(incoming, admitted, open_sink),
+            name=f"{incoming.key.platform}:{incoming.event_id}",
+        )
+        if task is None:  # shutting down: give it back so a redelivery is answered
+            await self.line.leave(admitted)
+            await self.line.done(admitted, handled=False)
+            return Admission.REFUSED
+        return Admission.ADMITTED
+
+    async def run(self, incoming: Incoming, sink: ReplySink) -> Outcome:
+        """Admit `incoming` and answer it into `sink` before returning (the console)."""
+
+        async def opened(_incoming: Incoming) -> ReplySink:
+            return sink
+
+        admitted = await self._admit(incoming, opened)
+        if isinstance(admitted, Admission):
+            return Outcome.DUPLICATE if admitted is Admission.DUPLICATE else Outcome.FAILED
+        return await self._process(incoming, admitted, opened)
+
+    async def _admit(self, incoming: Incoming, open_sink: OpenSink) -> Ticket | Admission:
+        try:
+            admitted = await self.line.admit(
+                incoming.key,
+                incoming.event_id,
+                incoming.place,
+                addressed=incoming.addressed,
+                follow=incoming.follow,
+            )
+        except RedisError as error:
+            log.error("memory store failed while admitting %s: %s", incoming.event_id, error)
+            metrics.ERRORS.labels("memory").inc()
+            if incoming.addressed:  # tell the person who asked, never silence
+                self.engine.spawn(_tell(open_sink, incoming, MEMORY_DOWN), name="memory-down")
+            return Admission.FAILED
+        if admitted is Admission.DUPLICATE:
+            log.info("duplicate event %s ignored", incoming.event_id)
+            metrics.REPLIES.labels(incoming.key.platform, Outcome.DUPLICATE).inc()
+        return admitted
+
+    # --- the turn ------------------------------------------------------------------------
+
+    async def _process(self, incoming: Incoming, ticket: Ticket, open_sink: OpenSink) -> Outcome:
+        bind(conversation=str(incoming.key), event_id=incoming.event_id)
+        try:
+            try:
+                await self.line.wait(ticket)
+            except LeaseLost:
+                return Outcome.DUPLICATE  # another process has taken the event over
+            async with self._slots:
+                # The sink opens only now: a platform that shows anything at once (a
+                # message) shows answers in the order the questions were asked.
+                try:
+                    sink = await open_sink(incoming)
+                except Exception:
+                    log.exception("could not open a reply for %s", incoming.event_id)
+                    return Outcome.FAILED
+                return await self._turn(incoming, ticket, sink)
+        finally:
+            await self.line.leave(ticket)
+            await self.line.done(ticket, handled=False)  # no-op once handled
+
+    async def _turn(self, incoming: Incoming, ticket: Ticket, sink: ReplySink) -> Outcome:
+        try:
+            if incoming.prepare is not None:
+                incoming = await incoming.prepare(incoming)
+            command = parse_command(incoming.text) if incoming.addressed else None
+            if command is None:  # a command reads what it needs itself
+                await self._backfill(incoming)
+        except Exception:
+            error_id = secrets.token_hex(3)
+            log.exception("could not read %s (error %s)", incoming.event_id, error_id)
+            await _fail(sink, f"I couldn't read this message. {oops(error_id)}")
+            await self.line.done(ticket, handled=True)
+            return Outcome.FAILED
+        if command is None:
+            return await self.engine.answer(incoming, sink, ticket)
+        try:
+            await self._command(command, incoming, sink)
+            return Outcome.ANSWERED
+        except Exception:
+            error_id = secrets.token_hex(3)
+            log.exception("command %s failed (error %s)", command, error_id)
+            await _fail(sink, oops(error_id))
+            return Outcome.FAILED
+        finally:
+            await self.line.done(ticket, handled=True)
+
+    async def _backfill(self, incoming: Incoming) -> None:
+        """First contact with an existing thread: its earlier messages become memory, once.
+        It runs inside the turn, so no other message of the thread can slip in between."""
+        if incoming.backfill is None or not await self.memory.needs_import(incoming.key):
+            return
+        try:
+            earlier = await incoming.backfill()
+        except Exception as error:
+            log.warning("could not read the earlier messages of %s: %s", incoming.key, error)
+            return
+        if await self.memory.import_history(incoming.key, earlier):
+            log.info("imported %d earlier messages of %s", len(earlier), incoming.key)
+
+    async def _command(self, command: Command, incoming: Incoming, sink: ReplySink) -> None:
+        key = incoming.key
+        if command is Command.HELP:
+            await sink.finish(self.help_text)
+        elif command is Command.FORGET:
+            await self.engine.forget(key)
+            await sink.finish(FORGOTTEN)
+        else:
+            if incoming.transcript is not None:
+                messages = list(await incoming.transcript())
+            else:
+                messages = [m for m in await self.memory.everything(key) if m.role != "tool"]
+            scope = ConversationKey(
+                key.platform, key.workspace, key.channel, f"{key.thread}#summary"
+            )
+            await self.engine.summarize(scope, messages, sink, heading="Thread summary")
+
+    # --- following, deletions and edits ------------------------------------------------------
+
+    async def follow(self, key: ConversationKey) -> None:
+        await self.line.follow(key)
+
+    async def unfollow(self, key: ConversationKey) -> None:
+        await self.line.unfollow(key)
+
+    async def is_followed(self, key: ConversationKey) -> bool:
+        return await self.line.is_followed(key)
+
+    async def deleted(self, ref: MessageRef) -> bool:
+        """A message was deleted on the platform: it leaves memory (and any rolling or
+        cached summary that covered it). True if it was remembered."""
+        removed = await self.memory.remove_message(ref)
+        await self.memory.invalidate_summaries(ref.channel_key)
+        return removed
+
+    async def edited(self, ref: MessageRef, text: str) -> bool:
+        """A message was edited on the platform: memory keeps the new text."""
+        replaced = await self.memory.replace_message(ref, text)
+        await self.memory.invalidate_summaries(ref.channel_key)
+        return replaced
+
+
+async def _fail(sink: ReplySink, message: str) -> None:
+    try:
+        await sink.fail(message)
+    except Exception:
+        log.exception("could not deliver a failure message")
+
+
+async def _tell(open_sink: OpenSink, incoming: Incoming, message: str) -> None:
+    try:
+        sink = await open_sink(incoming)
+    except Exception:
+        log.exception("could not open a reply to say: %s", message)
+        return
+    await _fail(sink, message)

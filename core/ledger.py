@@ -1,0 +1,101 @@
+"""Counters and small state shared by every process: the usage ledger, cooldowns, one-time
+actions and a small cache.
+
+Keys (none belongs to a conversation, so each is a single-key operation on a cluster):
+
+    P:u:T:DAY      hash    usage of tenant T on a UTC day
+    P:cd:NS:ID     string  cooldown of ID in namespace NS
+    P:once:NS:ID   string  an action done once (e.g. sharing a summary)
+    P:c:NS:ID      string  small caches (display names, ...)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import cast
+
+from core.settings import Settings
+from core.store import Store
+
+__all__ = ["Ledger", "UsageRecord", "utc_day"]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    route: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+def utc_day(now: dt.datetime | None = None) -> str:
+    return (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d")
+
+
+class Ledger:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.keys = store.keys
+        self.dedupe_ttl = settings.dedupe_ttl_seconds
+
+    # --- usage -----------------------------------------------------------------------
+
+    def _usage_key(self, tenant: str, day: str | None = None) -> str:
+        return self.keys.plain("u", tenant, day or utc_day())
+
+    async def record_usage(self, tenant: str, record: UsageRecord) -> None:
+        key = self._usage_key(tenant)
+        field = f"{record.route}|{record.model}"
+        pipe = self.store.redis.pipeline(transaction=True)
+        pipe.hincrby(key, f"{field}|in", record.input_tokens)
+        pipe.hincrby(key, f"{field}|out", record.output_tokens)
+        pipe.hincrby(key, f"{field}|calls", 1)
+        pipe.hincrby(key, f"{field}|micro_usd", round(record.cost_usd * 1_000_000))
+        pipe.expire(key, 40 * 24 * 3600)
+        await pipe.execute()
+
+    async def usage(self, tenant: str, day: str | None = None) -> list[UsageRecord]:
+        raw = cast(dict[str, str], await self.store.redis.hgetall(self._usage_key(tenant, day)))
+        rows: dict[tuple[str, str], dict[str, int]] = {}
+        for name, value in raw.items():
+            route, model, what = name.split("|")
+            rows.setdefault((route, model), {})[what] = int(value)
+        return [
+            UsageRecord(
+                route,
+                model,
+                values.get("in", 0),
+                values.get("out", 0),
+                values.get("micro_usd", 0) / 1_000_000,
+            )
+            for (route, model), values in sorted(rows.items())
+        ]
+
+    async def spent_today(self, tenant: str) -> float:
+        return sum(record.cost_usd for record in await self.usage(tenant))
+
+    # --- cooldowns and one-time actions ---------------------------------------------------
+
+    async def cooldown(self, namespace: str, ident: str, seconds: float) -> float:
+        """0.0 if `ident` may act now (and starts its cooldown), else the seconds left."""
+        key = self.keys.plain("cd", namespace, ident)
+        if await self.store.redis.set(key, "1", nx=True, px=max(1, int(seconds * 1000))):
+            return 0.0
+        left = await self.store.redis.pttl(key)
+        return max(0.001, left / 1000) if left and left > 0 else 0.001
+
+    async def once(self, namespace: str, ident: str) -> bool:
+        """True the first time `ident` is seen in `namespace` (within the dedupe window)."""
+        key = self.keys.plain("once", namespace, ident)
+        return bool(await self.store.redis.set(key, "1", nx=True, ex=self.dedupe_ttl))
+
+    # --- small caches --------------------------------------------------------------------
+
+    async def cache_get(self, namespace: str, ident: str) -> str | None:
+        value = await self.store.redis.get(self.keys.plain("c", namespace, ident))
+        return None if value is None else str(value)
+
+    async def cache_set(self, namespace: str, ident: str, value: str, ttl: int) -> None:
+        await self.store.redis.set(self.keys.plain("c", namespace, ident), value, ex=ttl)

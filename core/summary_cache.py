@@ -1,0 +1,133 @@
+"""On-demand summaries with a cache: a scope asked again is summarized incrementally, on
+top of the cached summary, and only when nothing it covered was edited or deleted."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from core.failures import MEMORY_DOWN, BudgetExceeded, failure_message
+from core.memory import History
+from core.providers.base import ProviderError
+from core.sink import CollectingSink, ReplySink
+from core.summaries import (
+    BrokenSummary,
+    StructuredSummary,
+    Summarizer,
+    message_hash,
+    render_markdown,
+)
+from core.types import ChatMessage, ConversationKey
+
+__all__ = ["SummaryMixin", "incremental"]
+
+log = logging.getLogger(__name__)
+
+
+class SummaryMixin:
+    """The engine's summary API (needs `memory` and `summarizer`)."""
+
+    memory: History
+
+    def summarizer(self, tenant: str) -> Summarizer:
+        raise NotImplementedError
+
+    async def summarize(
+        self,
+        scope: ConversationKey,
+        messages: Sequence[ChatMessage],
+        sink: ReplySink | None = None,
+        *,
+        heading: str | None = None,
+        context: str | None = None,
+    ) -> str | None:
+        """A structured Markdown summary of `messages` (oldest first) on the summary route.
+
+        `scope` names what is summarized (a thread, a channel window); the result is
+        cached with the last message it covers. Asked again, only messages after it are
+        summarized, on top of the cached summary; `messages` may then be the whole scope
+        again or just the newer ones. A changed or missing message inside the covered
+        range starts over. Returns the Markdown, or None after `sink.fail`."""
+        sink = sink or CollectingSink()
+        try:
+            cached = await self.memory.cached_summary(scope)
+            previous, new, covered = incremental(cached, messages)
+            count = len(covered) + len(new)
+            if previous is not None and not new:
+                summary = previous
+            else:
+                if not any(m.content.strip() for m in (*covered, *new)):
+                    await sink.finish("There is nothing to summarize yet.")
+                    return None
+                await sink.status(
+                    f"Summarizing {len(new):,} message{'s' if len(new) != 1 else ''}…"
+                )
+                summary = await self.summarizer(scope.tenant).summarize(new, previous, context)
+                hashes = {m.id: message_hash(m) for m in (*covered, *new) if m.id}
+                last = new[-1] if new else covered[-1]
+                await self.memory.store_summary(
+                    scope,
+                    {
+                        "summary": summary.model_dump(),
+                        "hashes": hashes,
+                        "last_id": last.id,
+                        "last_ts": last.ts,
+                        "count": count,
+                    },
+                )
+        except (ProviderError, BudgetExceeded, BrokenSummary) as error:
+            await sink.fail(failure_message(error))
+            return None
+        except RedisError as error:
+            log.error("memory store failed during a summary: %s", error)
+            await sink.fail(MEMORY_DOWN)
+            return None
+        title = heading or f"Summary of {count:,} message{'s' if count != 1 else ''}"
+        markdown = render_markdown(summary, title)
+        await sink.finish(markdown)
+        return markdown
+
+    async def summarize_conversation(
+        self, key: ConversationKey, sink: ReplySink | None = None
+    ) -> str:
+        """Summary of the conversation in memory (its rolling summary is the background)."""
+        history = [m for m in await self.memory.history(key) if m.role != "tool"]
+        rolling = await self.memory.rolling_summary(key)
+        scope = ConversationKey(key.platform, key.workspace, key.channel, f"{key.thread}#memory")
+        result = await self.summarize(
+            scope, history, sink, context=rolling.text if rolling else None
+        )
+        return result or "There is nothing to summarize yet."
+
+    async def invalidate_summaries(self, key: ConversationKey) -> None:
+        """A message in `key`'s channel was edited or deleted: cached summaries that may
+        quote it are dropped."""
+        await self.memory.invalidate_summaries(key)
+
+
+def incremental(
+    cached: dict[str, Any] | None, messages: Sequence[ChatMessage]
+) -> tuple[StructuredSummary | None, list[ChatMessage], list[ChatMessage]]:
+    """(previous summary or None, messages still to summarize, messages already covered)."""
+    if not cached:
+        return None, list(messages), []
+    hashes: dict[str, str] = cached.get("hashes") or {}
+    last_ts = float(cached.get("last_ts") or 0)
+    covered = [m for m in messages if m.id in hashes]
+    older = [m for m in messages if m.ts <= last_ts and m.id not in hashes]
+    if older:
+        return None, list(messages), []  # a message appeared inside the covered range
+    if any(message_hash(m) != hashes[m.id] for m in covered if m.id):
+        return None, list(messages), []  # a covered message was edited
+    if covered:
+        present = [m.id for m in messages if m.id in hashes]
+        order = list(hashes)
+        first = order.index(present[0])
+        if order[first:] != present:
+            return None, list(messages), []  # a covered message was deleted
+    new = [m for m in messages if m.id not in hashes and m.ts > last_ts]
+    previous = StructuredSummary.model_validate(cached["summary"])
+    return previous, new, covered
