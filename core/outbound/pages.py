@@ -48,7 +48,6 @@ _FENCE_RUN = re.compile(r" {0,3}(`+|~+)")
 # A line that is, or could still grow into, a fence line: no cut inside it.
 _FENCE_LIKE = re.compile(r" {0,3}(`{3,}|~{3,})")
 _FENCE_PREFIX = re.compile(r" {0,3}(`{1,2}|~{1,2})?")
-_MAYBE_CLOSER = re.compile(r" {0,3}(`*|~*)\s*")
 # Where a span that must stay whole starts: `<@U1|label>`, `<!here>`, `<#C1|name>`,
 # `<https://…|label>`.
 _ANGLE = re.compile(r"<(?:[@#!]|[A-Za-z][A-Za-z0-9+.-]{1,31}:)")
@@ -135,22 +134,29 @@ class _Cut:
     fence: Fence | None  # the block open at the cut, reopened on the next page
 
 
-def _resume(text: str, pos: int, mid_line: bool, in_code: bool) -> int:
-    """Where the page after a cut at `pos` starts: blanks at the cut are dropped; outside
-    code, so are blank lines, but not the indent of the next line."""
+def _resume(text: str, pos: int, mid_line: bool, fence: Fence | None) -> tuple[int, Fence | None]:
+    """Where the page after a cut at `pos` starts, and the fence open there: blanks at the
+    cut are dropped; so is the block's closing fence if it comes next (no page holds an
+    empty reopened block); outside code, so are blank lines, but not the next line's indent.
+    The text's last line counts as complete: if it grows, the page started here was the
+    last one anyway."""
     n = len(text)
     if mid_line:
         while pos < n and text[pos] in _BLANKS:
             pos += 1
         if pos >= n or text[pos] != "\n":
-            return pos
+            return pos, fence
         pos += 1
-    if in_code:
-        return pos
+    if fence is not None:
+        newline = text.find("\n", pos)
+        if not _closes(text[pos : n if newline == -1 else newline], fence):
+            return pos, fence
+        fence = None
+        pos = n if newline == -1 else newline + 1
     while True:
         newline = text.find("\n", pos)
         if newline == -1 or text[pos:newline].strip():
-            return pos
+            return pos, None
         pos = newline + 1
 
 
@@ -327,11 +333,15 @@ class _Splitter:
             return True
         return not line.complete and _FENCE_PREFIX.fullmatch(visible) is not None
 
-    def _maybe_closer(self, line: _Line, fence: Fence) -> bool:
-        visible = self.text[line.ls : line.le]
-        if line.complete:
-            return _closes(visible, fence)
-        return _MAYBE_CLOSER.fullmatch(visible) is not None
+    def _starts_fence(self, n: int, high: int, complete: bool) -> bool:
+        """Whether text from `n` (a line's rest, after a cut) is, or may grow into, a fence."""
+        text = self.text
+        if text[n] not in "`~":
+            return False
+        run = n
+        while run < high and text[run] == text[n]:
+            run += 1
+        return run - n >= 3 or (run == high and not complete)
 
     def _choose(self, start: int, q: int, lines: list[_Line], budget: int) -> _Cut:
         text = self.text
@@ -358,8 +368,8 @@ class _Splitter:
             fence = line.before
             if line.ls <= first:
                 continue
-            if fence is not None and (previous.before is None or self._maybe_closer(line, fence)):
-                continue  # an empty block, or one that would reopen only to close
+            if fence is not None and previous.before is None:
+                continue  # the block would be empty on this page
             end = _rstrip_end(text, start, line.ls)
             if fits(end, fence):
                 blank = not text[previous.ls : previous.le].strip()
@@ -381,7 +391,7 @@ class _Splitter:
                 n = p
                 while n < high and text[n] in _BLANKS:
                     n += 1
-                if n >= high or text[n] in "`~":
+                if n >= high or self._starts_fence(n, high, line.complete):
                     continue  # the rest is unseen, or would start with a fence
                 rank = 1 if in_code else 0
                 if rank == 0 and any(a < p < b for a, b in spans):
@@ -448,7 +458,7 @@ class _Splitter:
         """Pages from a resume `position` (cut, cut mid-line, fence open there) on."""
         pos, mid_line, fence = position
         while True:
-            start = _resume(self.text, pos, mid_line, fence is not None)
+            start, fence = _resume(self.text, pos, mid_line, fence)
             if start >= len(self.text):
                 return
             page, cut = self.page(start, fence)
