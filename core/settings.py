@@ -8,6 +8,7 @@ variable, never a traceback.
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AnyHttpUrl,
@@ -103,6 +104,15 @@ class Settings(BaseSettings):
     tool_result_max_chars: int = Field(default=12_000, ge=200)
     summary_chunk_tokens: int = Field(default=120_000, ge=500)
     max_attachment_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    max_document_pages: int = Field(default=100, ge=1, le=5000)
+    max_document_chars: int = Field(default=120_000, ge=1000)
+    attachment_fetch_timeout_seconds: float = Field(default=30.0, gt=0)
+    document_parse_timeout_seconds: float = Field(default=20.0, gt=0)
+
+    # --- team knowledge: scheduled recaps, answers from channel history ------------------
+    recap_min_interval_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    recap_timezone: str = "UTC"
+    history_search_max_messages: int = Field(default=5000, ge=10, le=50_000)
 
     # --- Slack ------------------------------------------------------------------------
     slack_bot_token: SecretStr | None = None
@@ -149,6 +159,17 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"'{entry}' is not 'openai:<model>' or 'gemini:<model>'",
                 )
+        return value
+
+    @field_validator("recap_timezone")
+    @classmethod
+    def _time_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                "it must be an IANA time zone name such as UTC or Europe/Paris"
+            ) from None
         return value
 
     @field_validator("redis_url")
