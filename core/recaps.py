@@ -54,17 +54,29 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# A recap longer than this (a huge map-reduce) may overlap the next one.
+RUN_LEASE_MS = 15 * 60 * 1000
+
 SummarizerFor = Callable[[str], Summarizer]
 """tenant → a Summarizer whose calls are budgeted and billed to it (`Engine.summarizer`)."""
 
 # Take due slot KEYS[2] of schedule ARGV[3] if the hash KEYS[1] still says it is due at
-# ARGV[1]; move next_due to ARGV[2]. 1 taken, 0 someone else took it, -1 schedule gone.
+# ARGV[1]; move next_due to ARGV[2]; take the channel's run lease KEYS[3] (token ARGV[5]).
+# 1 taken, 2 taken but the previous recap is still running, 0 someone else took it,
+# -1 schedule gone or replaced.
 _CLAIM = """
 if redis.call('HGET', KEYS[1], 'id') ~= ARGV[3] then return -1 end
 if redis.call('HGET', KEYS[1], 'next_due') ~= ARGV[1] then return 0 end
 if not redis.call('SET', KEYS[2], ARGV[5], 'NX', 'PX', ARGV[4]) then return 0 end
 redis.call('HSET', KEYS[1], 'next_due', ARGV[2])
+if not redis.call('SET', KEYS[3], ARGV[5], 'NX', 'PX', ARGV[6]) then return 2 end
 return 1
+"""
+
+# Give back run lease KEYS[1] if it still holds token ARGV[1].
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 # Move the coverage forward (never back) while a schedule exists: ARGV[1] since ts,
@@ -154,7 +166,7 @@ class RecapRun:
 
     channel: ConversationKey
     due: int
-    outcome: str  # posted | nothing-new | skipped | failed
+    outcome: str  # posted | nothing-new | skipped | busy | failed
     messages: int = 0
 
 
@@ -176,6 +188,7 @@ class Recaps:
         self.default_timezone = default_timezone
         self.clock = clock
         self._claim = redis.register_script(_CLAIM)
+        self._release = redis.register_script(_RELEASE)
         self._cover = redis.register_script(_COVER)
         self._unindex = redis.register_script(_UNINDEX)
         self.changed = asyncio.Event()  # a schedule was set here: schedulers look again
@@ -305,14 +318,32 @@ class Recaps:
                 earliest = score if earliest is None else min(earliest, score)
         return earliest
 
-    async def claim(self, state: RecapState, slot: int, next_due: int) -> int:
-        """Take due time `slot` (1 taken, 0 taken by another, -1 schedule replaced/gone) and
-        move the schedule on to `next_due`."""
+    def _running(self, channel: ConversationKey) -> str:
+        return f"{self._hash(channel)}:running"
+
+    async def claim(self, state: RecapState, slot: int, next_due: int, token: str) -> int:
+        """Take due time `slot` and move the schedule on to `next_due`: 1 taken (with the
+        channel's run lease, for `RUN_LEASE_MS`), 2 taken while the previous recap still
+        runs, 0 taken by another process, -1 schedule replaced or gone."""
         result = await self._claim(
-            keys=[self._hash(state.channel), self._slot(state.channel, state.id, slot)],
-            args=[str(state.next_due), str(next_due), state.id, 2 * 86_400_000, "1"],
+            keys=[
+                self._hash(state.channel),
+                self._slot(state.channel, state.id, slot),
+                self._running(state.channel),
+            ],
+            args=[
+                str(state.next_due),
+                str(next_due),
+                state.id,
+                2 * 86_400_000,
+                token,
+                RUN_LEASE_MS,
+            ],
         )
         return int(result)
+
+    async def release(self, channel: ConversationKey, token: str) -> None:
+        await self._release(keys=[self._running(channel)], args=[token])
 
     async def reindex(self, channel: ConversationKey, stale_score: float) -> None:
         """Make the index agree with the channel's hash after a lost or skipped claim."""
@@ -383,22 +414,34 @@ class RecapScheduler:
                     return None
                 slot = state.schedule.last_due(now)
                 following = state.schedule.next_due(now)
-                taken = await self.recaps.claim(state, slot, following)
+                token = secrets.token_hex(8)
+                taken = await self.recaps.claim(state, slot, following, token)
                 await self.recaps.reindex(channel, score)
-                if taken != 1:
-                    return None
             except RedisError as error:
                 log.warning("recap scheduling for %s failed: %s", channel, error)
                 return None
-            if now - slot > self.catch_up:
+            if taken == 2:
                 log.warning(
-                    "recap of %s due %s was missed by more than %.0f h; skipped",
+                    "recap of %s due %s skipped: the previous one is still running",
                     channel,
                     state.schedule.local(slot),
-                    self.catch_up / 3600,
                 )
-                return RecapRun(channel, slot, "skipped")
-            return await self._run(state, slot)
+                return RecapRun(channel, slot, "busy")
+            if taken != 1:
+                return None
+            try:
+                if now - slot > self.catch_up:
+                    log.warning(
+                        "recap of %s due %s was missed by more than %.0f h; skipped",
+                        channel,
+                        state.schedule.local(slot),
+                        self.catch_up / 3600,
+                    )
+                    return RecapRun(channel, slot, "skipped")
+                return await self._run(state, slot)
+            finally:
+                with contextlib.suppress(RedisError):
+                    await self.recaps.release(state.channel, token)
 
     async def _run(self, state: RecapState, slot: int) -> RecapRun:
         channel = state.channel

@@ -44,6 +44,8 @@ class Channel:
         self.posted = asyncio.Event()
         self.reads = 0
         self.fail_posts = 0
+        self.gate: asyncio.Event | None = None  # set: reads wait for it (a slow platform)
+        self.reading = asyncio.Event()
         self._n = 0
 
     def say(self, name: str, text: str, at: float) -> None:
@@ -56,6 +58,9 @@ class Channel:
         assert channel == GENERAL.channel_key()
         self.reads += 1
         await asyncio.sleep(0)
+        if self.gate is not None:
+            self.reading.set()
+            await self.gate.wait()
         return [m for m in self.messages if m.ts > since_ts][-limit:]
 
     async def post(self, channel: ConversationKey, recap: RecapPost) -> str | None:
@@ -253,6 +258,31 @@ async def test_a_failed_recap_leaves_its_messages_for_the_next_one(
         runs = await scheduler.tick()
         assert [(r.outcome, r.messages) for r in runs] == [("posted", 2)]
         assert "new logo" in flash_texts(cometapi)[-1]
+
+
+async def test_a_recap_still_running_at_the_next_due_time_is_not_overlapped(
+    replicas: contextlib.AbstractAsyncContextManager[
+        tuple[Clock, Channel, list[tuple[Recaps, RecapScheduler]]]
+    ],
+) -> None:
+    async with replicas as (clock, channel, made):
+        (recaps, slow), (_, other) = made
+        await recaps.command(GENERAL, "every 1m", setter=ADMIN, may_manage=True)
+        state = await recaps.get(GENERAL)
+        assert state is not None
+        channel.say("Bob", "Decision: one", state.next_due - 5)
+        channel.gate = asyncio.Event()
+        clock.now = state.next_due
+        running = asyncio.create_task(slow.tick())
+        await asyncio.wait_for(channel.reading.wait(), 5)
+        clock.now = state.next_due + 60
+        assert [r.outcome for r in await other.tick()] == ["busy"]
+        channel.gate.set()
+        assert [(r.outcome, r.messages) for r in await running] == [("posted", 1)]
+        channel.say("Carol", "Decision: two", state.next_due + 90)
+        clock.now = state.next_due + 120
+        assert [(r.outcome, r.messages) for r in await other.tick()] == [("posted", 1)]
+        assert len(channel.posts) == 2
 
 
 async def test_command_permissions_listing_and_off(
