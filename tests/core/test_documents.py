@@ -4,6 +4,7 @@ or skipped. Files are real: PDFs made with fpdf2, DOCX with python-docx."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 
@@ -13,7 +14,10 @@ from fpdf import FPDF
 from pypdf import PdfReader
 
 from core.documents import DocumentLimits, classify, read_attachments
-from core.types import Attachment
+from core.engine import Engine
+from core.providers.base import ModelRequest, TextDelta
+from core.types import Attachment, ChatMessage
+from tests.fakes.cometapi import FakeCometAPI
 
 LIMITS = DocumentLimits(
     max_bytes=1_000_000, max_pages=100, max_chars=50_000, fetch_timeout=2, parse_timeout=10
@@ -280,3 +284,43 @@ def test_classify_prefers_a_specific_mime_and_falls_back_to_the_extension() -> N
     kind = classify("clip.mov", "application/octet-stream")
     assert kind is not None and (kind.modality, kind.mime) == ("video", "video/quicktime")
     assert classify("archive.tar.gz", "application/gzip") is None
+
+
+async def _dialogue(engine: Engine, message: ChatMessage) -> str:
+    """Send one user message along the dialogue route; returns the answer's text."""
+    request = ModelRequest(system="test", messages=[message], max_output_tokens=512)
+    text = []
+    async for event in engine.router.stream("dialogue", request):
+        if isinstance(event, TextDelta):
+            text.append(event.text)
+    return "".join(text)
+
+
+async def test_the_models_get_the_page_text_and_the_scanned_pdf(
+    engine: Engine, cometapi: FakeCometAPI
+) -> None:
+    fetches = Fetches()
+    pdf = text_pdf(20, fact_page=17, fact="The venue contract number is VX-4471.")
+    read = await read_attachments([fetches.attachment("report.pdf", pdf)], LIMITS)
+    message = ChatMessage.user(read.message_text("What is the contract number?"), "Ann")
+    await _dialogue(engine, message)
+    [request] = cometapi.requests
+    assert request.model == "gpt-5.3-chat-latest"  # text: the dialogue model reads it
+    assert "--- page 17 ---" in request.last_user_text and "VX-4471" in request.last_user_text
+
+    cometapi.clear_requests()
+    scan = scanned_pdf(3)
+    read = await read_attachments([fetches.attachment("scan.pdf", scan)], LIMITS)
+    message = ChatMessage.user(read.message_text("Summarize it"), "Ann", parts=read.parts)
+    await _dialogue(engine, message)
+    [request] = cometapi.requests
+    assert request.model == "gemini-3.1-flash-lite"  # the only model on the route for PDFs
+    blobs = [
+        part["inlineData"]
+        for content in request.contents
+        for part in content.get("parts", [])
+        if "inlineData" in part
+    ]
+    assert [b["mimeType"] for b in blobs] == ["application/pdf"]
+    assert base64.b64decode(blobs[0]["data"]) == scan
+    assert cometapi.rejected == []
