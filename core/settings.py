@@ -8,6 +8,7 @@ variable, never a traceback.
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AliasChoices,
@@ -112,6 +113,15 @@ class Settings(BaseSettings):
         le=1000,
         validation_alias=AliasChoices("reply_concurrency", "slack_concurrency"),
     )
+    max_document_pages: int = Field(default=100, ge=1, le=5000)
+    max_document_chars: int = Field(default=120_000, ge=1000)
+    attachment_fetch_timeout_seconds: float = Field(default=30.0, gt=0)
+    document_parse_timeout_seconds: float = Field(default=20.0, gt=0)
+
+    # --- team knowledge: scheduled recaps, answers from channel history ------------------
+    recap_min_interval_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    recap_timezone: str = "UTC"
+    history_search_max_messages: int = Field(default=5000, ge=10, le=50_000)
 
     # --- Slack ------------------------------------------------------------------------
     slack_bot_token: SecretStr | None = None
@@ -164,6 +174,17 @@ class Settings(BaseSettings):
     def _no_braces(cls, value: str) -> str:
         if "{" in value or "}" in value or ":" in value[-1:]:
             raise ValueError("it must not contain '{' or '}' or end with ':'")
+        return value
+
+    @field_validator("recap_timezone")
+    @classmethod
+    def _time_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                "it must be an IANA time zone name such as UTC or Europe/Paris"
+            ) from None
         return value
 
     @field_validator("redis_url")

@@ -202,6 +202,11 @@ class Summarizer:
         self.bot_name = bot_name
         self._limit = asyncio.Semaphore(concurrency)
 
+    async def complete(self, request: ModelRequest) -> str:
+        """One request on the summary route as given (budgeted and billed like the rest)."""
+        async with self._limit:
+            return await self._call(request)
+
     def _request(self, system: str, text: str, *, structured: bool, max_out: int) -> ModelRequest:
         return ModelRequest(
             system=system,

@@ -60,6 +60,8 @@ async def _run_one(
         arguments = tool.arguments.model_validate(raw)
     except ValidationError as error:
         return f"Error: invalid arguments for {call.name}: {_explain(error)}."
+    if tool.time_limit is not None:
+        time_limit = tool.time_limit
     try:
         async with asyncio.timeout(time_limit):
             result = await tool.run(arguments, context)

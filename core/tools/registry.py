@@ -41,6 +41,7 @@ class Tool:
     func: Callable[..., Awaitable[Any]]
     arguments: type[BaseModel]
     wants_context: bool
+    time_limit: float | None = None  # seconds; None: TOOL_TIMEOUT_SECONDS
 
     def spec(self) -> ToolSpec:
         return ToolSpec(
@@ -74,7 +75,12 @@ def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
-def _build(func: Callable[..., Awaitable[Any]], name: str | None, description: str | None) -> Tool:
+def _build(
+    func: Callable[..., Awaitable[Any]],
+    name: str | None,
+    description: str | None,
+    time_limit: float | None = None,
+) -> Tool:
     if not inspect.iscoroutinefunction(func):
         raise TypeError(f"tool {func.__name__} must be an async function")
     tool_name = name or func.__name__
@@ -99,7 +105,7 @@ def _build(func: Callable[..., Awaitable[Any]], name: str | None, description: s
     text = description or inspect.getdoc(func) or ""
     if not text:
         raise ValueError(f"tool {tool_name} needs a description (a docstring)")
-    return Tool(tool_name, " ".join(text.split()), func, model, wants_context)
+    return Tool(tool_name, " ".join(text.split()), func, model, wants_context, time_limit)
 
 
 def tool(
@@ -107,11 +113,13 @@ def tool(
     *,
     name: str | None = None,
     description: str | None = None,
+    time_limit: float | None = None,
 ) -> Any:
-    """Mark an async function as a tool. Usable bare (`@tool`) or with arguments."""
+    """Mark an async function as a tool. Usable bare (`@tool`) or with arguments;
+    `time_limit` (seconds) replaces TOOL_TIMEOUT_SECONDS for a tool that needs longer."""
 
     def mark(target: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        setattr(target, _MARK, _build(target, name, description))
+        setattr(target, _MARK, _build(target, name, description, time_limit))
         return target
 
     return mark(func) if func is not None else mark
