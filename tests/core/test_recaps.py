@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 from core.engine import Engine
-from core.memory import connect_redis
+from core.store import connect_store
 from core.recaps import RecapPost, RecapRun, Recaps, RecapScheduler, RecapTarget
 from core.settings import Settings
 from core.types import Author, ChatMessage, ConversationKey
@@ -95,7 +95,7 @@ def replicas(
         made = []
         clients = []
         for _ in range(count):
-            redis = connect_redis(settings)  # each replica has its own pool
+            redis = (await connect_store(settings)).redis  # each replica has its own pool
             clients.append(redis)
             recaps = Recaps(
                 redis, prefix=settings.redis_key_prefix, min_interval_minutes=1, clock=clock
