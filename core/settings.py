@@ -7,6 +7,7 @@ variable, never a traceback.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -103,6 +104,13 @@ class Settings(BaseSettings):
     tool_result_max_chars: int = Field(default=12_000, ge=200)
     summary_chunk_tokens: int = Field(default=120_000, ge=500)
     max_attachment_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+
+    # --- MCP servers (tools from the Model Context Protocol) ------------------------------
+    mcp_config: Path | None = None
+    mcp_connect_timeout: float = Field(default=20.0, gt=0)
+    mcp_retry_initial: float = Field(default=1.0, gt=0)
+    mcp_retry_max: float = Field(default=60.0, gt=0)
+    mcp_refresh_seconds: float = Field(default=60.0, gt=0)
 
     # --- Slack ------------------------------------------------------------------------
     slack_bot_token: SecretStr | None = None
