@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from redis.exceptions import RedisError
@@ -54,6 +54,9 @@ from core.summaries import (
 from core.tokens import estimate_text, split_for_budget
 from core.tools import BUILTIN_TOOLS, ToolContext, ToolRegistry, run_tool_calls
 from core.types import ChatMessage, ConversationKey, Incoming, MediaPart, Modality, ToolCall
+
+if TYPE_CHECKING:
+    from core.tools.mcp_servers import McpManager
 
 __all__ = ["BudgetExceeded", "Engine", "Outcome", "Reservation", "UsageReport"]
 
@@ -157,13 +160,20 @@ class Engine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ordered = KeyedLocks()
         self._draining = False
+        self.mcp: McpManager | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
     @classmethod
     async def start(cls, settings: Settings) -> Engine:
-        """Open the process's one HTTP client and one Redis pool."""
+        """Open the process's one HTTP client and one Redis pool; connect to the MCP
+        servers in the background."""
         settings.require("cometapi_api_key")
+        mcp = None
+        if settings.mcp_config is not None:  # the SDK is imported only when it is used
+            from core.tools.mcp_servers import McpManager
+
+            mcp = McpManager.from_settings(settings)  # a bad MCP_CONFIG stops start-up here
         http = httpx.AsyncClient(
             timeout=httpx.Timeout(
                 connect=settings.connect_timeout, read=None, write=30.0, pool=30.0
@@ -177,9 +187,16 @@ class Engine:
         for module in settings.tool_modules:
             tools.load_module(module)
         router = Router.from_settings(settings, http)
-        return cls(settings, memory, router, tools, http=http)
+        engine = cls(settings, memory, router, tools, http=http)
+        if mcp is not None:
+            tools.add_source(mcp)
+            mcp.start()
+            engine.mcp = mcp
+        return engine
 
     async def close(self) -> None:
+        if self.mcp is not None:
+            await self.mcp.stop()
         if self._http is not None:
             await self._http.aclose()
         await self.memory.close()
