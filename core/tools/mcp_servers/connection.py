@@ -412,7 +412,7 @@ class ServerConnection:
     async def call(self, tool: str, arguments: dict[str, Any], limit: float) -> CallToolResult:
         """Call `tool`; the server has `limit` seconds to answer."""
         client = self._client
-        if client is None or self.status != "connected":
+        if client is None or self.status != "connected" or self._lost is not None:
             raise CallFailed(self.unavailable(), "unavailable")
         try:
             return await client.call_tool(tool, arguments, read_timeout_seconds=limit)

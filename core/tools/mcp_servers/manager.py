@@ -164,14 +164,17 @@ class McpManager:
         """Wait until every server has connected or failed at least once (`doctor` and
         tests; bound it with `asyncio.timeout`)."""
         while any(c.status == "connecting" and c.last_error is None for c in self._connections):
-            self._change.clear()
-            await self._change.wait()
+            await self.changed()
 
     async def wait_for(self, *names: str) -> None:
         """Wait until the named tools (as the model sees them) are offered."""
         while not all(name in self._offered for name in names):
-            self._change.clear()
-            await self._change.wait()
+            await self.changed()
+
+    async def changed(self) -> None:
+        """Wait for the next change of a server's status or tools."""
+        self._change.clear()
+        await self._change.wait()
 
     # --- the registry's view -------------------------------------------------------------
 
