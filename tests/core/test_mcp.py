@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import sys
@@ -13,13 +14,21 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import mcp
 import pytest
 from mcp.server.mcpserver import MCPServer
 
 from core import metrics
 from core.engine import Engine
 from core.tools import BUILTIN_TOOLS, ToolContext, ToolRegistry, run_tool_calls
-from core.tools.mcp_servers import McpManager, McpOptions, McpTool, ServerConfig, render_report
+from core.tools.mcp_servers import (
+    McpManager,
+    McpOptions,
+    McpTool,
+    ServerConfig,
+    connection,
+    render_report,
+)
 from core.types import Author, ConversationKey, Incoming
 from core.types import ToolCall as CoreToolCall
 from tests.fakes.cometapi import FakeCometAPI, Reply, ToolCall
@@ -363,11 +372,18 @@ async def test_a_stdio_server_that_crashes_mid_call_is_restarted() -> None:
     assert manager.report()[0].status == "stopped"
 
 
-async def test_a_new_tool_appears_when_the_server_says_its_list_changed() -> None:
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_new_tool_appears_when_the_server_says_its_list_changed(
+    monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """2026 servers: a `subscriptions/listen` stream; handshake-era servers (most of those
+    deployed today): the `notifications/tools/list_changed` notification."""
+    monkeypatch.setattr(connection, "Client", functools.partial(mcp.Client, mode=mode))
     async with running(ServerConfig("demo", "memory", server=build("demo"))) as manager:
         registry = ToolRegistry()
         registry.add_source(manager)
         await ready(manager, "demo__grow")
+        assert await call(registry, "demo__echo", {"text": mode}) == mode
         assert await call(registry, "demo__grow", {"tool_name": "fresh"}) == "added"
         await ready(manager, "demo__fresh")  # well before MCP_REFRESH_SECONDS
         assert await call(registry, "demo__fresh", {}) == "I am new"

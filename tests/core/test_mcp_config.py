@@ -27,6 +27,7 @@ from core.tools.mcp_servers import (
     McpTool,
     ServerConfig,
     describe_call,
+    describe_pending,
     exposed_name,
     load_config,
     render_result,
@@ -232,6 +233,10 @@ def test_a_pending_call_is_described_for_a_person() -> None:
     assert len(huge) <= 1500 and "more characters" in huge
     titled = describe_call("s", "write_note", {"a": 1}, title="Write a note")
     assert "Tool: write_note (Write a note)" in titled
+    current_time = ToolRegistry(BUILTIN_TOOLS).get("current_time")
+    assert current_time is not None
+    builtin = describe_pending(current_time, '{"timezone": "UTC"}')
+    assert builtin == 'Tool: current_time\nArguments:\n{\n  "timezone": "UTC"\n}'
 
 
 class Source:

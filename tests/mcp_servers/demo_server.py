@@ -25,6 +25,7 @@ from mcp_types import (
     TextResourceContents,
     ToolAnnotations,
 )
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field
 
 READ_ONLY = ToolAnnotations(read_only_hint=True)
@@ -108,7 +109,9 @@ def build(name: str = "demo") -> MCPServer:
             return "I am new"
 
         server.add_tool(extra, name=tool_name, description="A tool added at run time.")
-        await ctx.notify_tools_changed()
+        await ctx.notify_tools_changed()  # to `subscriptions/listen` streams (2026 protocol)
+        if ctx.session.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            await ctx.session.send_tool_list_changed()  # a notification, to older clients
         return "added"
 
     return server

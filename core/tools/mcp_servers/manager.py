@@ -26,9 +26,9 @@ from core.tools.mcp_servers.connection import (
     Status,
 )
 from core.tools.mcp_servers.render import describe_call, exposed_name, render_result
-from core.tools.registry import ToolContext, ToolError
+from core.tools.registry import AnyTool, ToolContext, ToolError
 
-__all__ = ["McpManager", "McpTool", "ServerReport", "render_report"]
+__all__ = ["McpManager", "McpTool", "ServerReport", "describe_pending", "render_report"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -103,6 +103,14 @@ class ServerReport:
             name + (" (asks first)" if name in self.needs_approval else "") for name in self.tools
         )
         return f"{head}, {len(self.tools)} tool(s): {listed}"
+
+
+def describe_pending(tool: AnyTool, arguments: Mapping[str, Any] | str | None) -> str:
+    """What a person approves: for an MCP tool its server, tool and the arguments
+    pretty-printed; for a built-in tool the same without a server (≤ 1,500 characters)."""
+    if isinstance(tool, McpTool):
+        return tool.describe(arguments)
+    return describe_call(None, tool.name, arguments)
 
 
 def render_report(reports: Sequence[ServerReport]) -> str:

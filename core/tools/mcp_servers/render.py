@@ -97,7 +97,7 @@ def _shorten(value: Any, limit: int) -> Any:
 
 
 def describe_call(
-    server: str,
+    server: str | None,
     tool: str,
     arguments: Mapping[str, Any] | str | None,
     *,
@@ -106,8 +106,8 @@ def describe_call(
 ) -> str:
     """A pending call for the person who approves it: server, tool and the arguments
     pretty-printed, at most `limit` characters. `arguments` as the model sent them (a JSON
-    string, possibly invalid) or already decoded."""
-    head = f"MCP server: {server}\nTool: {tool}"
+    string, possibly invalid) or already decoded. `server` None: a built-in tool."""
+    head = f"MCP server: {server}\nTool: {tool}" if server else f"Tool: {tool}"
     if title and title != tool:
         head += f" ({title})"
     decoded: Any = arguments
