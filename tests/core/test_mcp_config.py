@@ -90,6 +90,8 @@ def test_a_full_file_is_read_with_variables_expanded(tmp_path: Path) -> None:
     # secrets stay out of reprs and of what a person is shown
     assert SECRET not in repr(files) + repr(issues)
     assert issues.target == "https://mcp.example.com/mcp"
+    assert SECRET in issues.secrets() and f"key={SECRET}" in issues.secrets()
+    assert files.secrets() == [SECRET, "fallback"]  # values from ${VAR} and of env
     assert files.target == "npx"
 
 

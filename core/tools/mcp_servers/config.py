@@ -56,6 +56,17 @@ class ServerConfig:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     #: An in-process server object (`mcp.server.mcpserver.MCPServer`): tests and embedding.
     server: Any = field(default=None, repr=False, compare=False)
+    #: Values that came from `${VAR}`: scrubbed from errors like `env` and `headers` values.
+    expanded: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    def secrets(self) -> list[str]:
+        """Strings never to show (longest first): env and header values, what `${VAR}`
+        expanded to, and the URL's query and password."""
+        parts = urlsplit(self.url) if self.url else None
+        found = {*self.env.values(), *self.headers.values(), *self.expanded}
+        if parts is not None:
+            found |= {parts.query, parts.password or ""}
+        return sorted((s for s in found if len(s) >= 4), key=len, reverse=True)
 
     def allows(self, tool: str) -> bool:
         """Whether `include`/`exclude` (globs over the server's own tool names) let it in."""
@@ -90,13 +101,16 @@ class _Problem(Exception):
     """What is wrong, as the end of a sentence."""
 
 
-def expand(value: str, environ: Mapping[str, str], where: str) -> str:
-    """Expand `${VAR}` and `${VAR:-default}` (the default also when VAR is empty)."""
+def expand(value: str, environ: Mapping[str, str], where: str, seen: set[str] | None = None) -> str:
+    """Expand `${VAR}` and `${VAR:-default}` (the default also when VAR is empty); the
+    values taken from `environ` are added to `seen`."""
 
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         found = environ.get(name)
         if found:
+            if seen is not None:
+                seen.add(found)
             return found
         if default is not None:
             return default
@@ -119,7 +133,12 @@ def _mapping(value: Any, where: str) -> dict[str, str]:
     return dict(value)
 
 
-def _server(name: str, entry: Any, environ: Mapping[str, str]) -> ServerConfig | None:
+def _server(name: str, entry: Any, variables: Mapping[str, str]) -> ServerConfig | None:
+    seen: set[str] = set()
+
+    def environ(value: str, where: str) -> str:
+        return expand(value, variables, where, seen)
+
     where = f'server "{name}"'
     if not re.fullmatch(r"[^\x00-\x1f]{1,64}", name):
         raise _Problem(f"server names must be 1 to 64 printable characters, not {name!r}")
@@ -166,19 +185,20 @@ def _server(name: str, entry: Any, environ: Mapping[str, str]) -> ServerConfig |
         return ServerConfig(
             name,
             "stdio",
-            command=expand(command, environ, f'{where}: "command"'),
+            command=environ(command, f'{where}: "command"'),
             args=tuple(
-                expand(a, environ, f'{where}: "args"')
+                environ(a, f'{where}: "args"')
                 for a in _strings(entry.get("args", []), f'{where}: "args"')
             ),
-            env={k: expand(v, environ, f'{where}: env "{k}"') for k, v in env.items()},
-            cwd=expand(cwd, environ, f'{where}: "cwd"') if cwd else None,
+            env={k: environ(v, f'{where}: env "{k}"') for k, v in env.items()},
+            cwd=environ(cwd, f'{where}: "cwd"') if cwd else None,
+            expanded=tuple(seen),
             **common,
         )
     url = entry.get("url")
     if not isinstance(url, str):
         raise _Problem(f'{where} needs a "url"')
-    url = expand(url, environ, f'{where}: "url"')
+    url = environ(url, f'{where}: "url"')
     if not url.startswith(("http://", "https://")) or not urlsplit(url).hostname:
         raise _Problem(f'{where}: "url" must be an http:// or https:// address')
     headers = _mapping(entry.get("headers", {}), f'{where}: "headers"')
@@ -186,7 +206,8 @@ def _server(name: str, entry: Any, environ: Mapping[str, str]) -> ServerConfig |
         name,
         "http",
         url=url,
-        headers={k: expand(v, environ, f'{where}: header "{k}"') for k, v in headers.items()},
+        headers={k: environ(v, f'{where}: header "{k}"') for k, v in headers.items()},
+        expanded=tuple(seen),
         **common,
     )
 

@@ -160,11 +160,7 @@ class ServerConnection:
         self._refresh = False
         self._stderr: _StderrTail | None = None
         self._task: asyncio.Task[None] | None = None
-        self._secrets = sorted(
-            (v for v in (*config.env.values(), *config.headers.values()) if len(v) >= 4),
-            key=len,
-            reverse=True,
-        )
+        self._secrets = config.secrets()
 
     @property
     def name(self) -> str:
