@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from redis.exceptions import RedisError
@@ -55,6 +55,9 @@ from core.summary_cache import SummaryMixin
 from core.tokens import estimate_text, split_for_budget
 from core.tools import BUILTIN_TOOLS, ToolContext, ToolRegistry, run_tool_calls
 from core.types import ChatMessage, ConversationKey, Incoming, ToolCall
+
+if TYPE_CHECKING:
+    from core.tools.mcp_servers import McpManager
 
 __all__ = ["BudgetExceeded", "Engine", "Outcome", "UsageReport"]
 
@@ -133,13 +136,20 @@ class Engine(SummaryMixin):
         self._http = http
         self._tasks: set[asyncio.Task[Any]] = set()
         self._draining = False
+        self.mcp: McpManager | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
     @classmethod
     async def start(cls, settings: Settings) -> Engine:
-        """Open the process's one HTTP client and one Redis pool."""
+        """Open the process's one HTTP client and one Redis pool; connect to the MCP
+        servers in the background."""
         settings.require("cometapi_api_key")
+        mcp = None
+        if settings.mcp_config is not None:  # the SDK is imported only when it is used
+            from core.tools.mcp_servers import McpManager
+
+            mcp = McpManager.from_settings(settings)  # a bad MCP_CONFIG stops start-up here
         http = httpx.AsyncClient(
             timeout=httpx.Timeout(
                 connect=settings.connect_timeout, read=None, write=30.0, pool=30.0
@@ -152,9 +162,16 @@ class Engine(SummaryMixin):
         for module in settings.tool_modules:
             tools.load_module(module)
         router = Router.from_settings(settings, http)
-        return cls(settings, store, router, tools, http=http)
+        engine = cls(settings, store, router, tools, http=http)
+        if mcp is not None:
+            tools.add_source(mcp)
+            mcp.start()
+            engine.mcp = mcp
+        return engine
 
     async def close(self) -> None:
+        if self.mcp is not None:
+            await self.mcp.stop()
         if self._http is not None:
             await self._http.aclose()
         await self.line.close()

@@ -97,5 +97,5 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "aiohttp.access", *quiet):
+    for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "aiohttp.access", *quiet):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -20,6 +20,10 @@ __all__ = [
     "EVENTS",
     "FIRST_TOKEN_SECONDS",
     "INFLIGHT",
+    "MCP_CALLS",
+    "MCP_CALL_SECONDS",
+    "MCP_ERRORS",
+    "MCP_SERVER_UP",
     "MODEL_CALLS",
     "QUEUE_DEPTH",
     "REGISTRY",
@@ -90,6 +94,32 @@ TOOL_CALLS = Counter(
     "teambot_tool_calls",
     "Tool calls by tool and outcome (ok, error)",
     ["tool", "outcome"],
+    registry=REGISTRY,
+)
+MCP_CALLS = Counter(
+    "teambot_mcp_calls",
+    "Calls to MCP server tools, by server and tool (the server's own tool name)",
+    ["server", "tool"],
+    registry=REGISTRY,
+)
+MCP_ERRORS = Counter(
+    "teambot_mcp_errors",
+    "Failed MCP tool calls by server, tool and kind (tool, unavailable, timeout, connection, "
+    "protocol, cancelled)",
+    ["server", "tool", "kind"],
+    registry=REGISTRY,
+)
+MCP_CALL_SECONDS = Histogram(
+    "teambot_mcp_call_seconds",
+    "Time an MCP tool call took, by server and tool",
+    ["server", "tool"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
+    registry=REGISTRY,
+)
+MCP_SERVER_UP = Gauge(
+    "teambot_mcp_server_up",
+    "1 while the MCP server is connected and its tools are offered, else 0",
+    ["server"],
     registry=REGISTRY,
 )
 QUEUE_DEPTH = Gauge(

@@ -7,6 +7,7 @@ variable, never a traceback.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -122,6 +123,13 @@ class Settings(BaseSettings):
     recap_min_interval_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
     recap_timezone: str = "UTC"
     history_search_max_messages: int = Field(default=5000, ge=10, le=50_000)
+
+    # --- MCP servers (tools from the Model Context Protocol) ------------------------------
+    mcp_config: Path | None = None
+    mcp_connect_timeout: float = Field(default=20.0, gt=0)
+    mcp_retry_initial: float = Field(default=1.0, gt=0)
+    mcp_retry_max: float = Field(default=60.0, gt=0)
+    mcp_refresh_seconds: float = Field(default=60.0, gt=0)
 
     # --- Slack ------------------------------------------------------------------------
     slack_bot_token: SecretStr | None = None

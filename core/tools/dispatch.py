@@ -9,10 +9,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import ValidationError
-
 from core import metrics
-from core.tools.registry import ToolContext, ToolError, ToolRegistry
+from core.tools.registry import ToolArgumentsError, ToolContext, ToolError, ToolRegistry
 from core.types import ChatMessage, ToolCall
 
 __all__ = ["run_tool_calls"]
@@ -35,14 +33,6 @@ def _cap(text: str, limit: int) -> str:
     return text[:limit] + f"\n…[truncated: {len(text) - limit} more characters]"
 
 
-def _explain(error: ValidationError) -> str:
-    problems = []
-    for item in error.errors()[:5]:
-        where = ".".join(str(p) for p in item["loc"]) or "arguments"
-        problems.append(f"{where}: {item['msg']}")
-    return "; ".join(problems)
-
-
 async def _run_one(
     call: ToolCall, registry: ToolRegistry, context: ToolContext, time_limit: float
 ) -> str:
@@ -56,17 +46,14 @@ async def _run_one(
         return f"Error: the arguments were not valid JSON ({error.msg} at position {error.pos})."
     if not isinstance(raw, dict):
         return "Error: the arguments must be a JSON object."
+    limit = tool.timeout or time_limit
     try:
-        arguments = tool.arguments.model_validate(raw)
-    except ValidationError as error:
-        return f"Error: invalid arguments for {call.name}: {_explain(error)}."
-    if tool.time_limit is not None:
-        time_limit = tool.time_limit
-    try:
-        async with asyncio.timeout(time_limit):
-            result = await tool.run(arguments, context)
+        async with asyncio.timeout(limit):
+            result = await tool.invoke(raw, context)
     except TimeoutError:
-        return f"Error: {call.name} did not finish within {time_limit:g} seconds."
+        return f"Error: {call.name} did not finish within {limit:g} seconds."
+    except ToolArgumentsError as error:
+        return f"Error: invalid arguments for {call.name}: {error}."
     except ToolError as error:
         return f"Error: {error}"
     except Exception as error:

@@ -1,21 +1,31 @@
 """The tool registry: a tool is an async function with typed parameters; its JSON Schema
-(for both protocols) is generated from the signature with pydantic."""
+(for both protocols) is generated from the signature with pydantic. Sources add tools that
+come and go (MCP servers): `specs()` is recomputed from what they offer at each call."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, get_type_hints
+from typing import Any, Protocol, get_type_hints, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from core.providers.base import ToolSpec
 from core.types import Author, ConversationKey
 
-__all__ = ["Tool", "ToolContext", "ToolError", "ToolRegistry", "tool"]
+__all__ = [
+    "AnyTool",
+    "Tool",
+    "ToolArgumentsError",
+    "ToolContext",
+    "ToolError",
+    "ToolRegistry",
+    "ToolSource",
+    "tool",
+]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 _MARK = "__teambot_tool__"
@@ -23,6 +33,10 @@ _MARK = "__teambot_tool__"
 
 class ToolError(Exception):
     """Raised by a tool to tell the model, in plain words, what went wrong."""
+
+
+class ToolArgumentsError(ToolError):
+    """The model's arguments do not fit the tool's parameters."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +48,43 @@ class ToolContext:
     summarize: Callable[[], Awaitable[str]]
 
 
+@runtime_checkable
+class AnyTool(Protocol):
+    """What the dispatcher needs of a tool, a Python `@tool` or one from an MCP server."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def needs_approval(self) -> bool:
+        """Whether a person must approve a call before it runs (the approval flow)."""
+        ...
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds a call may take; None: TOOL_TIMEOUT_SECONDS."""
+        ...
+
+    def spec(self) -> ToolSpec: ...
+
+    async def invoke(self, arguments: dict[str, Any], context: ToolContext) -> Any:
+        """Run with the model's decoded arguments; ToolError for what the model should read."""
+        ...
+
+
+class ToolSource(Protocol):
+    """Tools that come and go (the MCP servers' tools)."""
+
+    def tools(self) -> Mapping[str, AnyTool]:
+        """The tools to offer the model now, by name."""
+        ...
+
+    def find(self, name: str) -> AnyTool | None:
+        """A tool by name, also one not offered right now (its server is down), so that a
+        call to it gets an explanation rather than "no such tool"."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Tool:
     name: str
@@ -41,7 +92,8 @@ class Tool:
     func: Callable[..., Awaitable[Any]]
     arguments: type[BaseModel]
     wants_context: bool
-    time_limit: float | None = None  # seconds; None: TOOL_TIMEOUT_SECONDS
+    needs_approval: bool = False
+    timeout: float | None = None  # seconds; None: TOOL_TIMEOUT_SECONDS
 
     def spec(self) -> ToolSpec:
         return ToolSpec(
@@ -53,6 +105,21 @@ class Tool:
         if self.wants_context:
             kwargs["ctx"] = context
         return await self.func(**kwargs)
+
+    async def invoke(self, arguments: dict[str, Any], context: ToolContext) -> Any:
+        try:
+            parsed = self.arguments.model_validate(arguments)
+        except ValidationError as error:
+            raise ToolArgumentsError(_explain(error)) from None
+        return await self.run(parsed, context)
+
+
+def _explain(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "arguments"
+        problems.append(f"{where}: {item['msg']}")
+    return "; ".join(problems)
 
 
 def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +172,7 @@ def _build(
     text = description or inspect.getdoc(func) or ""
     if not text:
         raise ValueError(f"tool {tool_name} needs a description (a docstring)")
-    return Tool(tool_name, " ".join(text.split()), func, model, wants_context, time_limit)
+    return Tool(tool_name, " ".join(text.split()), func, model, wants_context, timeout=time_limit)
 
 
 def tool(
@@ -126,11 +193,29 @@ def tool(
 
 
 class ToolRegistry:
+    """Python tools, fixed at start-up, and sources whose tools come and go. A source's tool
+    never hides a Python tool of the same name."""
+
     def __init__(self, tools: Iterable[Tool | Callable[..., Awaitable[Any]]] = ()) -> None:
         self._tools: dict[str, Tool] = {}
         self._specs: list[ToolSpec] | None = None
+        self._sources: list[ToolSource] = []
         for item in tools:
             self.add(item)
+
+    def add_source(self, source: ToolSource) -> None:
+        self._sources.append(source)
+
+    def remove_source(self, source: ToolSource) -> None:
+        self._sources = [s for s in self._sources if s is not source]
+
+    def _dynamic(self) -> dict[str, AnyTool]:
+        found: dict[str, AnyTool] = {}
+        for source in self._sources:
+            for name, item in source.tools().items():
+                if name not in self._tools:
+                    found.setdefault(name, item)
+        return found
 
     def add(self, item: Tool | Callable[..., Awaitable[Any]]) -> Tool:
         found = item if isinstance(item, Tool) else getattr(item, _MARK, None)
@@ -158,16 +243,29 @@ class ToolRegistry:
             raise ValueError(f"TOOL_MODULES: module {module_name!r} defines no @tool function")
         return added
 
-    def get(self, name: str) -> Tool | None:
-        return self._tools.get(name)
+    def get(self, name: str) -> AnyTool | None:
+        found = self._tools.get(name)
+        if found is not None:
+            return found
+        for source in self._sources:
+            item = source.find(name)
+            if item is not None:
+                return item
+        return None
 
     def names(self) -> list[str]:
-        return sorted(self._tools)
+        """Names of the tools offered now."""
+        return sorted([*self._tools, *self._dynamic()])
 
     def specs(self) -> list[ToolSpec]:
+        """The tools offered now, for a model request (sorted by name)."""
         if self._specs is None:
-            self._specs = [self._tools[name].spec() for name in self.names()]
-        return list(self._specs)
+            self._specs = [self._tools[name].spec() for name in sorted(self._tools)]
+        dynamic = self._dynamic()
+        if not dynamic:
+            return list(self._specs)
+        specs = [*self._specs, *(item.spec() for item in dynamic.values())]
+        return sorted(specs, key=lambda spec: spec.name)
 
     def __len__(self) -> int:
-        return len(self._tools)
+        return len(self._tools) + len(self._dynamic())
