@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 from core.engine import Engine
-from core.store import connect_store
 from core.recaps import RecapPost, RecapRun, Recaps, RecapScheduler, RecapTarget
 from core.settings import Settings
+from core.store import connect_store
 from core.types import Author, ChatMessage, ConversationKey
 from tests.fakes.cometapi import FakeCometAPI
 from tests.support import team_model
