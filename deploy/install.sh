@@ -28,7 +28,7 @@ fi
 found="${want%% *}"
 IFS=. read -r major minor _ <<<"$found"
 if ! [[ "$major" =~ ^[0-9]+$ && "$minor" =~ ^[0-9]+$ ]] || ((major < 3 || (major == 3 && minor < 11))); then
-  say "teambot needs Python 3.11 or newer (found $found); set PYTHON to a newer one, e.g. PYTHON=python3.12 bash $0 ..."
+  say "teambot needs Python 3.11 or newer (found $found); set PYTHON to a newer interpreter, e.g. PYTHON=python3.12"
   exit 1
 fi
 
