@@ -47,7 +47,7 @@ SLACK_SCOPES: tuple[str, ...] = (
 #: Discord application flags: the Message Content intent, approved or (under 100 servers)
 #: switched on in the Developer Portal.
 _MESSAGE_CONTENT_FLAGS = (1 << 18) | (1 << 19)
-_MINIMUM_REDIS = (6, 2)
+_MINIMUM_REDIS = (6, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +119,7 @@ async def check_redis(ctx: Context) -> list[Check]:
             "ok" if version >= _MINIMUM_REDIS else "FAIL",
             "memory",
             f"Redis {report.version} at {report.location} (REDIS_URL)",
-            "" if version >= _MINIMUM_REDIS else "teambot needs Redis 6.2 or newer",
+            "" if version >= _MINIMUM_REDIS else "teambot needs Redis 6 or newer",
         )
     ]
     if report.aof:
