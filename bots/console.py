@@ -1,75 +1,264 @@
 """`teambot console`: chat with the engine in a terminal, or through a pipe.
 
-Each input line is one message. Commands: /summarize, /forget, /usage, /help, /quit.
-The answer streams to stdout; status lines go to stderr when stdin is a terminal.
+On a terminal: a prompt with line editing and history (prompt_toolkit), pasted text of
+any length and any number of lines as one message (Alt-Enter adds a line by hand),
+answers rendered as Markdown as they stream (rich), Ctrl-C stops an answer and comes back
+to the prompt, Ctrl-C or Ctrl-D at the prompt quits.
+
+Through a pipe: each input line is one message (any bytes: undecodable ones become "�"),
+answers are plain text on stdout, and the exit code is 1 if any answer failed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
+import io
+import logging
+import os
+import signal
 import sys
+import threading
 import uuid
-from typing import TextIO
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, BinaryIO, TextIO
 
+from bots.terminal import MarkdownSink, PlainSink, markdown_console
 from core.engine import Engine
 from core.settings import Settings
+from core.sink import ReplySink
 from core.types import Author, ConversationKey, Incoming
 
-__all__ = ["ConsoleSink", "run_console"]
+__all__ = ["COMMANDS", "run_console"]
 
-HELP = "Commands: /summarize  /forget  /usage  /help  /quit"
+#: The console's commands, each with what it does (this is /help).
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("/summarize", "summarize this conversation so far"),
+    ("/forget", "erase this conversation's memory and start afresh"),
+    ("/usage", "tokens and cost today, against DAILY_BUDGET_USD"),
+    ("/help", "this list"),
+    ("/quit", "leave (Ctrl-D and Ctrl-C at the prompt do too)"),
+)
+KEYS = "Ctrl-C stops an answer · Alt-Enter adds a line · ↑/↓ history · Ctrl-D quits"
 
-
-class ConsoleSink:
-    """Streams one reply to a text stream."""
-
-    def __init__(self, out: TextIO, err: TextIO, *, interactive: bool) -> None:
-        self.out = out
-        self.err = err
-        self.interactive = interactive
-        self.streamed = ""
-
-    def _write(self, text: str) -> None:
-        self.out.write(text)
-        self.out.flush()
-
-    async def status(self, text: str) -> None:
-        if self.interactive:
-            self.err.write(f"  … {text}\n")
-            self.err.flush()
-
-    async def append(self, delta: str) -> None:
-        self.streamed += delta
-        self._write(delta)
-
-    async def reset(self) -> None:
-        if self.streamed:
-            self._write("\n")
-            if self.interactive:
-                self.err.write("  … the connection dropped; answering again\n")
-        self.streamed = ""
-
-    async def finish(self, text: str) -> None:
-        if self.streamed and text.startswith(self.streamed):
-            self._write(text[len(self.streamed) :] + "\n")
-        else:
-            self._write(("\n" if self.streamed else "") + text + "\n")
-        self.streamed = ""
-
-    async def fail(self, message: str) -> None:
-        self._write(("\n" if self.streamed else "") + f"[teambot] {message}\n")
-        self.streamed = ""
+ConsoleSink = MarkdownSink | PlainSink
 
 
-async def _read_line(stream: TextIO, prompt: str | None) -> str | None:
-    if prompt is not None:
+def help_text(markdown: bool) -> str:
+    width = max(len(name) for name, _ in COMMANDS)
+    if markdown:
+        rows = "\n".join(f"- `{name}` — {what}" for name, what in COMMANDS)
+        return f"{rows}\n\n{KEYS}"
+    return "\n".join(f"{name.ljust(width)}  {what}" for name, what in COMMANDS)
+
+
+async def _ask(engine: Engine, incoming: Incoming, sink: ReplySink) -> None:
+    """The console's one call into the core for an answer."""
+    await engine.reply(incoming, sink)
+
+
+class _Hush(logging.Filter):
+    """Drops log records below ERROR while on: the console reports those situations in its
+    own words (a stopped answer, the in-process store)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.on or record.levelno >= logging.ERROR
+
+    @contextlib.contextmanager
+    def active(self) -> Any:
+        self.on = True
         try:
-            return await asyncio.to_thread(input, prompt)
-        except EOFError:
-            return None
-    line = await asyncio.to_thread(stream.readline)
-    return line.rstrip("\n") if line else None
+            yield
+        finally:
+            self.on = False
+
+
+class _Console:
+    def __init__(self, engine: Engine, key: ConversationKey, name: str, hush: _Hush) -> None:
+        self.engine = engine
+        self.key = key
+        self.name = name
+        self.hush = hush
+        self.failed = False
+        self.background: set[asyncio.Task[Any]] = set()
+
+    async def run_stoppable(self, work: Coroutine[Any, Any, Any], sink: ConsoleSink) -> bool:
+        """Run `work` (which ends by finishing or failing `sink`) until the sink is done.
+        Ctrl-C cancels it. Whatever the work does after the sink is done (memory folding)
+        goes on in the background. Returns False if the user stopped it."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.create_task(work)
+        stopped = False
+
+        def stop() -> None:
+            nonlocal stopped
+            stopped = True
+            self.hush.on = True  # the cancellation's own log lines are expected
+            sink.stop()
+            task.cancel()
+
+        previous = signal.getsignal(signal.SIGINT)
+        loop.add_signal_handler(signal.SIGINT, stop)
+        waiter = asyncio.create_task(sink.done.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if stopped:
+                await asyncio.gather(task, return_exceptions=True)
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            signal.signal(signal.SIGINT, previous)
+            waiter.cancel()
+            if stopped:
+                self.hush.on = False
+        if not task.done():
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
+        elif not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+        if sink.failed:
+            self.failed = True
+        return not stopped
+
+    async def handle(self, text: str, sink: ConsoleSink) -> bool:
+        """One line from the user; False when it asks to quit."""
+        command = text.split()[0].lower()
+        markdown = isinstance(sink, MarkdownSink)
+        if command in ("/quit", "/exit"):
+            return False
+        if command == "/help":
+            sink.show(help_text(markdown))
+        elif command == "/forget":
+            await self.engine.forget(self.key)
+            sink.show("Forgotten: this conversation's memory is erased.")
+        elif command == "/usage":
+            report = await self.engine.usage(self.key.tenant)
+            sink.show(report.render())
+        elif command == "/summarize":
+            if isinstance(sink, MarkdownSink):
+                sink.begin()
+            await self.run_stoppable(self.engine.summarize_conversation(self.key, sink), sink)
+        elif text.startswith("/") and " " not in text:
+            sink.show(f"Unknown command {text}. /help lists them.")
+        else:
+            incoming = Incoming(
+                key=self.key,
+                event_id=uuid.uuid4().hex,
+                author=Author(id=self.name, name=self.name),
+                text=text,
+            )
+            if isinstance(sink, MarkdownSink):
+                sink.begin()
+            await self.run_stoppable(_ask(self.engine, incoming, sink), sink)
+        return True
+
+    async def close(self) -> None:
+        """Let post-answer work finish briefly, then cancel it quietly."""
+        if self.background:
+            with self.hush.active():
+                _done, pending = await asyncio.wait(self.background, timeout=3)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _history_file() -> Path | None:
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    folder = Path(state) / "teambot"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "console-history"
+        path.touch(exist_ok=True)
+        return path
+    except OSError:
+        return None
+
+
+async def _interactive(console: _Console, stdout: TextIO, settings: Settings) -> None:
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.completion import WordCompleter
+    from prompt_toolkit.formatted_text import HTML
+    from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+    from prompt_toolkit.key_binding import KeyBindings
+
+    bindings = KeyBindings()
+
+    @bindings.add("escape", "enter")
+    def _newline(event: Any) -> None:
+        event.current_buffer.insert_text("\n")
+
+    path = _history_file()
+    history: History = FileHistory(str(path)) if path is not None else InMemoryHistory()
+    session: PromptSession[str] = PromptSession(
+        history=history,
+        key_bindings=bindings,
+        completer=WordCompleter([name for name, _ in COMMANDS], sentence=True),
+        complete_while_typing=False,
+        prompt_continuation="  … ",
+    )
+    rich = markdown_console(stdout)
+    memory = (
+        "Redis (REDIS_URL)"
+        if settings.redis_url is not None
+        else "this process only (REDIS_URL is unset)"
+    )
+    rich.print(
+        f"[bold]teambot[/bold] · conversation [cyan]{console.key.thread}[/cyan] as "
+        f"[cyan]{console.name}[/cyan] · memory: {memory}\n"
+        f"[dim]/help lists the commands · {KEYS}[/dim]\n",
+        markup=True,
+    )
+    while True:
+        try:
+            line = await session.prompt_async(HTML("<b><ansicyan>you</ansicyan></b>› "))
+        except (EOFError, KeyboardInterrupt):
+            return
+        text = line.strip()
+        if not text:
+            continue
+        if not await console.handle(text, MarkdownSink(rich)):
+            return
+
+
+def _start_reader(stream: BinaryIO) -> asyncio.Queue[str | None]:
+    """Lines of `stream` (any length, any bytes) on a queue, None at the end. A daemon
+    thread reads, so a blocked read never holds the process open at exit."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def read() -> None:
+        try:
+            for raw in iter(stream.readline, b""):
+                text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                loop.call_soon_threadsafe(queue.put_nowait, text)
+        except (OSError, ValueError):
+            pass
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    threading.Thread(target=read, name="teambot-stdin", daemon=True).start()
+    return queue
+
+
+async def _piped(console: _Console, stdin: TextIO, stdout: TextIO) -> None:
+    rendered = stdout.isatty()
+    rich = markdown_console(stdout) if rendered else None
+    lines = _start_reader(stdin.buffer)
+    while (line := await lines.get()) is not None:
+        text = line.strip()
+        if not text:
+            continue
+        sink: ConsoleSink = MarkdownSink(rich) if rich is not None else PlainSink(stdout)
+        if not await console.handle(text, sink):
+            return
+        if sink.stopped:
+            raise KeyboardInterrupt
 
 
 async def run_console(
@@ -79,52 +268,33 @@ async def run_console(
     conversation: str = "default",
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
-    stderr: TextIO | None = None,
 ) -> int:
+    """Chat until the input ends or the user quits. 0, or 1 if an answer failed (piped)."""
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
-    stderr = stderr or sys.stderr
-    interactive = stdin.isatty()
-    name = user or getpass.getuser() or "you"
+    if isinstance(stdout, io.TextIOWrapper):
+        stdout.reconfigure(errors="replace")  # an answer never dies on an unprintable char
+    interactive = stdin.isatty() and stdout.isatty()
+    try:
+        name = user or getpass.getuser() or "you"
+    except (KeyError, OSError):
+        name = "you"
     key = ConversationKey("console", "local", name, conversation)
-    engine = await Engine.start(settings)
+    hush = _Hush()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(hush)
+    if settings.redis_url is None:
+        with hush.active():  # the console says so itself (banner, README)
+            engine = await Engine.start(settings)
+    else:
+        engine = await Engine.start(settings)
+    console = _Console(engine, key, name, hush)
     try:
         if interactive:
-            stderr.write(f"teambot console: conversation '{conversation}' as {name}. {HELP}\n")
-        while True:
-            line = await _read_line(stdin, "you> " if interactive else None)
-            if line is None:
-                break
-            text = line.strip()
-            if not text:
-                continue
-            sink = ConsoleSink(stdout, stderr, interactive=interactive)
-            command = text.split()[0].lower()
-            if command in ("/quit", "/exit"):
-                break
-            if command == "/help":
-                stdout.write(HELP + "\n")
-            elif command == "/forget":
-                await engine.forget(key)
-                stdout.write("Forgotten: this conversation's memory is erased.\n")
-            elif command == "/usage":
-                report = await engine.usage(key.tenant)
-                stdout.write(report.render() + "\n")
-            elif command == "/summarize":
-                await engine.summarize_conversation(key, sink)
-            elif text.startswith("/") and " " not in text:
-                stdout.write(f"Unknown command {text}. {HELP}\n")
-            else:
-                if interactive:
-                    stdout.write("teambot> ")
-                incoming = Incoming(
-                    key=key,
-                    event_id=uuid.uuid4().hex,
-                    author=Author(id=name, name=name),
-                    text=text,
-                )
-                await engine.reply(incoming, sink)
-            stdout.flush()
+            await _interactive(console, stdout, settings)
+        else:
+            await _piped(console, stdin, stdout)
     finally:
+        await console.close()
         await engine.close()
-    return 0
+    return 1 if console.failed and not interactive else 0

@@ -1,4 +1,7 @@
-"""Logging: one JSON object per line (or plain text), with secrets scrubbed."""
+"""Logging: one JSON object per line (or plain text), with secrets scrubbed.
+
+`LOG_FORMAT=auto` (the default) writes text for a person when stderr is a terminal and
+JSON for a log collector otherwise (containers, systemd, pipes)."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-__all__ = ["bind", "configure_logging", "log_context"]
+__all__ = ["bind", "configure_logging", "log_context", "resolve_format"]
 
 log_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "teambot_log_context", default=None
@@ -81,15 +84,27 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+def resolve_format(fmt: str, stream: Any = None) -> str:
+    """ "auto" becomes "text" on a terminal and "json" elsewhere; others stay as they are."""
+    if fmt != "auto":
+        return fmt
+    stream = sys.stderr if stream is None else stream
+    try:
+        return "text" if stream.isatty() else "json"
+    except (AttributeError, ValueError):
+        return "json"
+
+
 def configure_logging(
     level: str = "INFO",
-    fmt: str = "json",
+    fmt: str = "auto",
     secrets: Iterable[SecretStr | None] = (),
     quiet: Iterable[str] = (),
 ) -> None:
     """Root logging to stderr. `quiet` names chatty libraries' loggers that are kept at
     WARNING or above whatever the level."""
     handler = logging.StreamHandler(sys.stderr)
+    fmt = resolve_format(fmt, sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(_Redactor(s.get_secret_value() for s in secrets if s is not None))
     root = logging.getLogger()

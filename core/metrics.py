@@ -16,6 +16,7 @@ __all__ = [
     "ANSWER_SECONDS",
     "CONTENT_TYPE",
     "COST_USD",
+    "DAILY_BUDGET_USD",
     "ERRORS",
     "EVENTS",
     "FIRST_TOKEN_SECONDS",
@@ -130,6 +131,11 @@ QUEUE_DEPTH = Gauge(
 INFLIGHT = Gauge(
     "teambot_inflight_replies",
     "Replies being produced in this process",
+    registry=REGISTRY,
+)
+DAILY_BUDGET_USD = Gauge(
+    "teambot_daily_budget_usd",
+    "DAILY_BUDGET_USD, the daily spending limit per workspace (0 = none); for alerts",
     registry=REGISTRY,
 )
 ERRORS = Counter(

@@ -1,12 +1,17 @@
-"""Configuration: one pydantic-settings class read from the environment and `.env`.
+"""Configuration: one pydantic-settings class read from the environment and a `.env` file.
 
-Every field here is documented in `.env.example`. A missing or invalid value
-becomes a `ConfigError` whose message is one plain sentence naming the
-variable, never a traceback.
+Every field here is documented in `.env.example`. The file is `.env` in the current
+directory, or the one `TEAMBOT_ENV_FILE` names. The environment wins over the file, an
+empty variable included: `REDIS_URL= teambot console` runs without Redis whatever the file
+says. An empty value anywhere means the default. A missing or invalid value becomes a
+`ConfigError` whose message is one plain sentence naming the variable (and the file read),
+never a traceback.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,13 +20,24 @@ from pydantic import (
     AliasChoices,
     AnyHttpUrl,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
-__all__ = ["ConfigError", "Settings", "load_settings"]
+__all__ = ["ENV_FILE_VARIABLE", "ConfigError", "Settings", "env_file_path", "load_settings"]
+
+#: Names the settings file to read instead of `.env` in the current directory.
+ENV_FILE_VARIABLE = "TEAMBOT_ENV_FILE"
 
 ThinkingLevel = Literal["minimal", "low", "medium", "high"]
 
@@ -152,9 +168,43 @@ class Settings(BaseSettings):
 
     # --- operations -------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["json", "text"] = "json"
+    log_format: Literal["auto", "json", "text"] = "auto"
     health_port: int | None = Field(default=None, ge=1, le=65535)
     shutdown_grace_seconds: float = Field(default=25.0, ge=0, le=600)
+
+    # The .env file these settings were read with (None: there was none); for messages.
+    _env_file: Path | None = PrivateAttr(default=None)
+    _env_file_wanted: Path | None = PrivateAttr(default=None)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # An empty variable in the environment still overrides the file (it is dropped,
+        # i.e. means the default, by `_empty_means_default` once the sources are merged);
+        # an empty value in the file means the default too.
+        environment = EnvSettingsSource(settings_cls, env_ignore_empty=False)
+        return init_settings, environment, dotenv_settings, file_secret_settings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (isinstance(v, str) and v == "")}
+        return data
+
+    @field_validator("cometapi_base_url", mode="before")
+    @classmethod
+    def _gateway_root(cls, value: Any) -> Any:
+        # OpenAI SDK habits put /v1 at the end; the providers add /v1 and /v1beta themselves.
+        if isinstance(value, str):
+            value = re.sub(r"(/v1(beta)?)?/*$", "", value.strip(), flags=re.IGNORECASE)
+        return value
 
     @field_validator("dialogue_route", "summary_route", "tool_modules", mode="before")
     @classmethod
@@ -209,15 +259,54 @@ class Settings(BaseSettings):
     def base_url(self) -> str:
         return str(self.cometapi_base_url).rstrip("/")
 
-    def require(self, *names: str) -> None:
-        """Raise ConfigError naming the first of `names` that is unset."""
+    @property
+    def env_file(self) -> Path | None:
+        """The settings file that was read, or None when there was none."""
+        return self._env_file
+
+    def where(self) -> str:
+        """Where settings come from, for messages: "/path/.env" or "the environment (no
+        /path/.env)"."""
+        if self._env_file is not None:
+            return str(self._env_file)
+        wanted = self._env_file_wanted
+        return f"the environment only (no {wanted})" if wanted else "the environment only"
+
+    def missing(self, *names: str) -> list[str]:
+        """The variables among `names` (field names) that are unset, upper-case."""
+        found = []
         for name in names:
             value = getattr(self, name)
             if value is None or (isinstance(value, SecretStr) and not value.get_secret_value()):
-                raise ConfigError(
-                    f"{name.upper()} is not set: put it in the environment or in .env "
-                    "(see .env.example)."
-                )
+                found.append(name.upper())
+        return found
+
+    def require(self, *names: str) -> None:
+        """Raise one ConfigError naming every one of `names` that is unset."""
+        missing = self.missing(*names)
+        if not missing:
+            return
+        if len(missing) == 1:
+            subject, verb, pronoun = missing[0], "is", "it"
+        else:
+            subject = ", ".join(missing[:-1]) + " and " + missing[-1]
+            verb, pronoun = "are", "them"
+        if self._env_file is not None:
+            place = f"put {pronoun} in {self._env_file} or in the environment (see .env.example)"
+        else:
+            wanted = self._env_file_wanted or Path(".env")
+            place = (
+                f"put {pronoun} in the environment or in {wanted} "
+                f"(there is none yet: cp .env.example {wanted})"
+            )
+        emptied = [n for n in missing if os.environ.get(n) == ""]
+        note = ""
+        if emptied and self._env_file is not None:
+            note = (
+                f"; {', '.join(emptied)} {'is' if len(emptied) == 1 else 'are'} empty in the "
+                "environment, which overrides the file"
+            )
+        raise ConfigError(f"{subject} {verb} not set: {place}{note}.")
 
 
 _SECRET_FIELDS = {
@@ -238,9 +327,31 @@ def _explain(error: ValidationError) -> str:
     return f"{name} is invalid{shown}: {message[0].lower() + message[1:]}."
 
 
+def env_file_path() -> Path:
+    """The settings file to read: $TEAMBOT_ENV_FILE, else `.env` in the current directory
+    (absolute, whether or not it exists)."""
+    named = os.environ.get(ENV_FILE_VARIABLE, "").strip()
+    if named:
+        return Path(named).expanduser().absolute()
+    return Path.cwd() / ".env"
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read settings; turn validation errors into one plain ConfigError sentence."""
+    """Read settings; turn validation errors into one plain ConfigError sentence.
+    `_env_file=None` reads no file (tests)."""
+    if "_env_file" in overrides:
+        given = overrides["_env_file"]
+        wanted = Path(given).absolute() if given is not None else None
+    else:
+        wanted = env_file_path()
+        if os.environ.get(ENV_FILE_VARIABLE, "").strip() and not wanted.is_file():
+            raise ConfigError(f"{ENV_FILE_VARIABLE} names {wanted}, which is not a file.")
+        overrides["_env_file"] = wanted
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as error:
-        raise ConfigError(_explain(error)) from None
+        where = f" (settings read from {wanted})" if wanted is not None and wanted.is_file() else ""
+        raise ConfigError(_explain(error)[:-1] + where + ".") from None
+    settings._env_file_wanted = wanted
+    settings._env_file = wanted if wanted is not None and wanted.is_file() else None
+    return settings

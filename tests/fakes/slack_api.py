@@ -83,6 +83,23 @@ RESPONSE_URL_MAX_USES = 5  # "you can use a response_url up to 5 times within 30
 
 DEFAULT_SPECS_DIR = Path(__file__).resolve().parents[1] / "specs"
 
+#: The bot scopes of deploy/slack/manifest.yaml: what an installed teambot is granted.
+BOT_SCOPES: tuple[str, ...] = (
+    "app_mentions:read",
+    "channels:history",
+    "channels:read",
+    "chat:write",
+    "commands",
+    "files:read",
+    "groups:history",
+    "groups:read",
+    "im:history",
+    "mpim:history",
+    "users:read",
+)
+#: Methods called with the app-level token (xapp-...) instead of the bot token.
+_APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
+
 # Methods whose arguments Slack reads from a JSON body. The OpenAPI spec lists the content types
 # each method consumes; the conversations.* and users.* readers only take form or query arguments,
 # so a JSON body sent to them is ignored (Slack then reports the missing argument, for example
@@ -1029,6 +1046,8 @@ class FakeSlack:
         self,
         *,
         bot_token: str = "xoxb-test",
+        app_token: str = "xapp-test",
+        scopes: Sequence[str] | None = None,
         team_id: str = "T0000000001",
         team_name: str = "Teambot Test",
         team_domain: str = "teambot-test",
@@ -1053,6 +1072,10 @@ class FakeSlack:
         behaviour) or ``forbidden`` (403).
         """
         self.bot_token = bot_token
+        #: The app-level token (Socket Mode) that apps.connections.open takes.
+        self.app_token = app_token
+        #: The bot token's scopes, sent as ``x-oauth-scopes`` on every call it makes.
+        self.scopes: list[str] = list(BOT_SCOPES if scopes is None else scopes)
         self.team_id = team_id
         self.team_name = team_name
         self.team_domain = team_domain
@@ -1090,6 +1113,7 @@ class FakeSlack:
         self._port: int | None = None
         self._handlers: dict[str, Callable[[JSONDict], Awaitable[JSONDict]]] = {
             "auth.test": self._auth_test,
+            "apps.connections.open": self._apps_connections_open,
             "chat.postMessage": self._chat_post_message,
             "chat.update": self._chat_update,
             "chat.delete": self._chat_delete,
@@ -1608,8 +1632,10 @@ class FakeSlack:
                 raise _ApiError(body_error)
             if not token:
                 raise _ApiError("not_authed")
-            if token != self.bot_token:
+            if token != (self.app_token if method in _APP_TOKEN_METHODS else self.bot_token):
                 raise _ApiError("invalid_auth")
+            if method not in _APP_TOKEN_METHODS:
+                extra_headers["x-oauth-scopes"] = ",".join(self.scopes)
             self._apply_fault(method)
             result = await handler(args)
             body: JSONDict = {"ok": True, **result}
@@ -1933,6 +1959,10 @@ class FakeSlack:
             "bot_id": self.bot_id,
             "is_enterprise_install": False,
         }
+
+    async def _apps_connections_open(self, args: JSONDict) -> JSONDict:
+        # A Socket Mode WebSocket URL; this fake serves no WebSocket behind it.
+        return {"url": f"wss://wss-primary.slack.com/link/?ticket={uuid.uuid4()}&app_id=A0"}
 
     async def _chat_post_message(self, args: JSONDict) -> JSONDict:
         channel = self._resolve_channel(args.get("channel"))
