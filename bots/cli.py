@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from core.settings import ENV_FILE_VARIABLE, ConfigError, Settings, load_settings
+from core import ENV_FILE_VARIABLE, ConfigError, Settings, load_settings
 
 __all__ = ["main", "required_settings"]
 
@@ -163,8 +163,7 @@ def _console_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _configure_logging(command: str, settings: Settings) -> None:
-    from core import metrics
-    from core.logs import configure_logging
+    from core import configure_logging, metrics
 
     level: str = settings.log_level
     fmt: str = settings.log_format

@@ -26,10 +26,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from bots.terminal import MarkdownSink, PlainSink, markdown_console
-from core.engine import Engine
-from core.settings import Settings
-from core.sink import ReplySink
-from core.types import Author, ConversationKey, Incoming
+from core import Author, ConversationKey, Engine, Incoming, Intake, ReplySink, Settings
 
 __all__ = ["COMMANDS", "run_console"]
 
@@ -54,9 +51,9 @@ def help_text(markdown: bool) -> str:
     return "\n".join(f"{name.ljust(width)}  {what}" for name, what in COMMANDS)
 
 
-async def _ask(engine: Engine, incoming: Incoming, sink: ReplySink) -> None:
-    """The console's one call into the core for an answer."""
-    await engine.reply(incoming, sink)
+async def _ask(intake: Intake, incoming: Incoming, sink: ReplySink) -> None:
+    """The console's one call into the core for an answer: the intake, as on every platform."""
+    await intake.run(incoming, sink)
 
 
 class _Hush(logging.Filter):
@@ -82,6 +79,7 @@ class _Hush(logging.Filter):
 class _Console:
     def __init__(self, engine: Engine, key: ConversationKey, name: str, hush: _Hush) -> None:
         self.engine = engine
+        self.intake = Intake(engine)
         self.key = key
         self.name = name
         self.hush = hush
@@ -154,7 +152,7 @@ class _Console:
             )
             if isinstance(sink, MarkdownSink):
                 sink.begin()
-            await self.run_stoppable(_ask(self.engine, incoming, sink), sink)
+            await self.run_stoppable(_ask(self.intake, incoming, sink), sink)
         return True
 
     async def close(self) -> None:

@@ -17,14 +17,16 @@ import httpx
 from rich.console import Console
 from rich.text import Text
 
-from core.diagnostics import (
+from core import (
+    ConfigError,
     GatewayReport,
     ProbeResult,
+    Settings,
+    inspect_mcp,
     inspect_redis,
     list_models,
     probe_targets,
 )
-from core.settings import Settings
 
 __all__ = ["SLACK_SCOPES", "Check", "checks", "run_doctor"]
 
@@ -414,6 +416,29 @@ async def check_discord(ctx: Context) -> list[Check]:
     return found
 
 
+async def check_mcp(ctx: Context) -> list[Check]:
+    """Each MCP server of MCP_CONFIG: transport, whether it answers, its tools."""
+    settings = ctx.settings
+    if settings.mcp_config is None:
+        return []
+    try:
+        reports = await inspect_mcp(settings)
+    except ConfigError as error:
+        return [Check("FAIL", "MCP", str(error), "fix the file MCP_CONFIG names")]
+    found: list[Check] = []
+    for report in reports:
+        ok = report.status == "connected"
+        found.append(
+            Check(
+                "ok" if ok else "FAIL",
+                f"MCP {report.name}",
+                report.render()[len(report.name) + 1 :],
+                "" if ok else "check the server's command or URL in MCP_CONFIG",
+            )
+        )
+    return found
+
+
 def checks() -> list[CheckFn]:
     """The doctor's checks, in the order they run and print."""
     found: list[CheckFn] = [
@@ -423,8 +448,8 @@ def checks() -> list[CheckFn]:
         check_routes,
         check_slack,
         check_discord,
+        check_mcp,
     ]
-    # MCP servers (.mcp.json): their check goes here, once core's MCP support lands.
     return found
 
 

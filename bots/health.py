@@ -15,8 +15,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from core import metrics
-from core.engine import Engine
+from core import Engine, metrics
 
 __all__ = ["HealthServer", "health_routes"]
 

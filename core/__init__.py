@@ -5,28 +5,43 @@ Adapters import from `core` only (a test checks it): they turn platform events i
 `Engine` for summaries, memory and usage.
 """
 
-from core import metrics
-from core.commands import Command, parse_command
-from core.engine import Engine, Outcome, UsageReport
-from core.failures import RESTARTING, oops
-from core.intake import Intake, OpenSink
-from core.logs import bind, configure_logging, log_context
-from core.memory import MessageRef
-from core.queue import Admission
-from core.settings import ConfigError, Settings, load_settings
-from core.sink import CollectingSink, ReplySink
-from core.store import KeyedLocks
-from core.types import (
-    Attachment,
-    Author,
-    ChatMessage,
-    ConversationKey,
-    Fetch,
-    Incoming,
-    MediaPart,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core import metrics
+    from core.commands import Command, parse_command
+    from core.diagnostics import (
+        GatewayReport,
+        ProbeResult,
+        inspect_mcp,
+        inspect_redis,
+        list_models,
+        probe_targets,
+    )
+    from core.engine import Engine, Outcome, UsageReport
+    from core.failures import RESTARTING, oops
+    from core.intake import Intake, OpenSink
+    from core.logs import bind, configure_logging, log_context
+    from core.memory import MessageRef
+    from core.queue import Admission
+    from core.settings import ENV_FILE_VARIABLE, ConfigError, Settings, load_settings
+    from core.sink import CollectingSink, ReplySink
+    from core.store import KeyedLocks
+    from core.types import (
+        Attachment,
+        Author,
+        ChatMessage,
+        ConversationKey,
+        Fetch,
+        Incoming,
+        MediaPart,
+    )
 
 __all__ = [
+    "ENV_FILE_VARIABLE",
     "RESTARTING",
     "Admission",
     "Attachment",
@@ -38,6 +53,7 @@ __all__ = [
     "ConversationKey",
     "Engine",
     "Fetch",
+    "GatewayReport",
     "Incoming",
     "Intake",
     "KeyedLocks",
@@ -45,14 +61,69 @@ __all__ = [
     "MessageRef",
     "OpenSink",
     "Outcome",
+    "ProbeResult",
     "ReplySink",
     "Settings",
     "UsageReport",
     "bind",
     "configure_logging",
+    "inspect_mcp",
+    "inspect_redis",
+    "list_models",
     "load_settings",
     "log_context",
     "metrics",
     "oops",
     "parse_command",
+    "probe_targets",
 ]
+
+# Loaded on first use, so `teambot --version` (or an adapter) imports only what it needs.
+_WHERE: dict[str, str] = {
+    "Admission": "core.queue",
+    "Attachment": "core.types",
+    "Author": "core.types",
+    "ChatMessage": "core.types",
+    "CollectingSink": "core.sink",
+    "Command": "core.commands",
+    "ConfigError": "core.settings",
+    "ConversationKey": "core.types",
+    "ENV_FILE_VARIABLE": "core.settings",
+    "Engine": "core.engine",
+    "Fetch": "core.types",
+    "GatewayReport": "core.diagnostics",
+    "Incoming": "core.types",
+    "Intake": "core.intake",
+    "KeyedLocks": "core.store",
+    "MediaPart": "core.types",
+    "MessageRef": "core.memory",
+    "OpenSink": "core.intake",
+    "Outcome": "core.engine",
+    "ProbeResult": "core.diagnostics",
+    "RESTARTING": "core.failures",
+    "ReplySink": "core.sink",
+    "Settings": "core.settings",
+    "UsageReport": "core.engine",
+    "bind": "core.logs",
+    "configure_logging": "core.logs",
+    "inspect_mcp": "core.diagnostics",
+    "inspect_redis": "core.diagnostics",
+    "list_models": "core.diagnostics",
+    "load_settings": "core.settings",
+    "log_context": "core.logs",
+    "metrics": "core.metrics",
+    "oops": "core.failures",
+    "parse_command": "core.commands",
+    "probe_targets": "core.diagnostics",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'core' has no attribute {name!r}")
+    if module == "core.metrics":
+        return importlib.import_module(module)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

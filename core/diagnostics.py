@@ -7,8 +7,10 @@ Nothing here retries or falls back: a diagnosis wants the first failure as it is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
@@ -22,10 +24,14 @@ from core.router import Router
 from core.settings import Settings
 from core.types import ChatMessage
 
+if TYPE_CHECKING:
+    from core.tools.mcp_servers.manager import ServerReport
+
 __all__ = [
     "GatewayReport",
     "ProbeResult",
     "RedisReport",
+    "inspect_mcp",
     "inspect_redis",
     "list_models",
     "probe_targets",
@@ -175,3 +181,24 @@ async def probe_targets(settings: Settings, client: httpx.AsyncClient) -> list[P
             )
         )
     )
+
+
+async def inspect_mcp(settings: Settings) -> list[ServerReport]:
+    """Start the MCP servers of MCP_CONFIG, wait until each connected or failed once, and
+    report them (name, transport, status, tools). ConfigError for a bad file; [] without
+    MCP_CONFIG. The SDK is imported only here, when MCP is configured."""
+    if settings.mcp_config is None:
+        return []
+    from core.tools.mcp_servers import McpManager
+
+    manager = McpManager.from_settings(settings)
+    if manager is None:
+        return []
+    manager.start()
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(settings.mcp_connect_timeout + 1):
+                await manager.settle()
+        return manager.report()
+    finally:
+        await manager.stop()

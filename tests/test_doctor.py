@@ -237,3 +237,34 @@ def test_exit_codes_are_documented() -> None:
     assert "0 every check passed" in doctor_help and "1 a check failed" in doctor_help
     assert "2 the configuration cannot be read" in doctor_help
     assert sys.executable  # the same interpreter runs the processes above
+
+
+async def test_mcp_servers_are_listed_with_their_tools_and_a_down_one_fails(
+    cometapi: FakeCometAPI, redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    import json
+
+    server = ROOT / "tests" / "mcp_servers" / "demo_server.py"
+    config = tmp_path / ".mcp.json"
+    config.write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "demo": {"command": sys.executable, "args": [str(server), "demo"]},
+                    "gone": {"command": str(tmp_path / "no-such-server")},
+                }
+            }
+        )
+    )
+    env = console_env(cometapi, redis_url, key_prefix, tmp_path)
+    env.update(MCP_CONFIG=str(config), MCP_CONNECT_TIMEOUT="10", MCP_RETRY_INITIAL="30")
+    code, out, _err = await doctor(env, tmp_path, "--offline")
+    assert code == 1, out
+    demo = _line(out, "ok", "MCP demo")
+    assert "stdio" in demo and "demo__echo" in demo and "demo__write_note" in demo
+    assert "MCP_CONFIG" in _line(out, "FAIL", "MCP gone")
+    # a broken file is one sentence naming MCP_CONFIG
+    config.write_text("{not json")
+    code, out, _err = await doctor(env, tmp_path, "--offline")
+    assert code == 1
+    assert "MCP_CONFIG" in _line(out, "FAIL", "MCP")

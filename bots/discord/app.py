@@ -18,8 +18,7 @@ from discord.http import Route
 
 from bots.discord.bot import BOT_PERMISSIONS, SCOPES, TeamBot, check_sharding, invite_url
 from bots.health import HealthServer
-from core.engine import Engine
-from core.settings import Settings
+from core import Engine, Settings
 
 __all__ = [
     "BOT_PERMISSIONS",

@@ -14,7 +14,7 @@ from collections.abc import Collection
 import discord
 import httpx
 
-from core.types import Attachment, ChatMessage, ConversationKey
+from core import Attachment, ChatMessage, ConversationKey
 
 __all__ = [
     "PLATFORM",

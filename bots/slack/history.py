@@ -21,7 +21,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.format import mention_ids, to_plain
-from core.types import Attachment, ChatMessage
+from core import Attachment, ChatMessage
 
 __all__ = [
     "Access",
