@@ -277,8 +277,8 @@ class History:
         return ConversationKey.parse(str(raw)) if raw else None
 
     async def remove_message(self, ref: MessageRef) -> bool:
-        """The platform message was deleted: it leaves the history (and the rolling
-        summary, if that covered it)."""
+        """The platform message was deleted: it leaves the history with the answer to it
+        (which may repeat it), and the rolling summary, if that covered it."""
         return await self._change(ref, None)
 
     async def replace_message(self, ref: MessageRef, text: str) -> bool:
@@ -290,16 +290,21 @@ class History:
         if key is None:
             return False
         raw = cast(list[str], await self.store.redis.lrange(self._k("h", key), 0, -1))
+        parsed = _parse(raw)
         pairs: list[str] = []
-        for entry in dict.fromkeys(raw):
-            message = ChatMessage.model_validate_json(entry)
+        for index, message in enumerate(parsed):
             if message.id != ref.message_id or message.role != "user":
                 continue
-            if text is None:
-                pairs += [entry, ""]
-            else:
+            if text is not None:
                 updated = message.model_copy(update={"content": _with_notes(text, message)})
-                pairs += [entry, updated.model_dump_json()]
+                pairs += [raw[index], updated.model_dump_json()]
+                continue
+            # Deleted: the message goes, and so does the answer to it (it may repeat it).
+            pairs += [raw[index], ""]
+            for following, entry in zip(parsed[index + 1 :], raw[index + 1 :], strict=True):
+                if following.role == "user":
+                    break
+                pairs += [entry, ""]
         if not pairs:
             return False
         changed = int(

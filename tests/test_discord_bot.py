@@ -511,3 +511,48 @@ async def test_a_deferred_interaction_claimed_elsewhere_still_ends_in_text(h: Ha
     final = await h.answered(state)
     assert final.endswith("⚠️ This question is already being answered elsewhere.")
     assert h.cometapi.requests == []
+
+
+async def test_deleted_and_edited_messages_leave_memory(h: Harness) -> None:
+    state = await h.command("ask", {"prompt": "let us plan"})
+    await h.answered(state)
+    (thread,) = h.dc.threads
+    secret = h.dc.message(thread, "the password is hunter2", h.bob)
+    await h.dc.dispatch("MESSAGE_CREATE", secret)
+    await _reply_in(h, thread, 1)
+    plan = h.dc.message(thread, "deploy at 10", h.bob)
+    await h.dc.dispatch("MESSAGE_CREATE", plan)
+    await _reply_in(h, thread, 2)
+    await h.dc.dispatch(
+        "MESSAGE_DELETE",
+        {"id": secret["id"], "channel_id": str(thread.id), "guild_id": str(h.guild.id)},
+    )
+    edited = dict(plan, content="deploy at 11", edited_timestamp=plan["timestamp"])
+    await h.dc.dispatch("MESSAGE_UPDATE", edited)
+    await asyncio.sleep(0.2)
+    await h.settle()
+    await h.say(thread, "what is planned?", h.alice)
+    await _reply_in(h, thread, 3)
+    last = h.cometapi.requests_for(GPT)[-1]
+    users = [str(m["content"]) for m in last.messages if m["role"] == "user"]
+    assert "hunter2" not in str(last.json)
+    assert users[-2:] == ["[Bob] deploy at 11", "[Alice] what is planned?"]
+
+
+async def test_twenty_people_asking_at_once_in_a_channel_do_not_wait_on_each_other(
+    h: Harness,
+) -> None:
+    h.cometapi.set_responder(lambda r: Reply(f"for {r.last_user_text}", chunks=4, delay=0.25), GPT)
+    people = [h.dc.add_member(h.guild, f"person{i}") for i in range(20)]
+    await asyncio.gather(
+        *(h.say(h.general, f"{h.mention()} question {i}", p) for i, p in enumerate(people))
+    )
+    await h.dc.wait_until(lambda: len(h.cometapi.requests_for(GPT)) == 20, 10)
+    requests = h.cometapi.requests_for(GPT)
+    started = [r.received_at for r in requests]
+    assert max(started) - min(started) < 1.0  # side by side, not one after another
+    for request in requests:
+        users = [m["content"] for m in request.messages if m["role"] == "user"]
+        assert len(users) == 1  # nobody else's question in anyone's request
+    await h.dc.wait_until(lambda: len(h.bot_messages(h.general)) >= 20, 30)
+    await h.settle()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import json
 import time
 
 from tests.fakes.cometapi import (
@@ -541,3 +542,36 @@ async def test_bursts_are_worked_on_a_bounded_number_at_a_time(
         assert len(in_flight) <= 2
         await h.settle()
         assert all(len(h.replies(GENERAL, m["event"]["ts"])) == 1 for m in mentions)
+
+
+async def test_deleted_and_edited_messages_leave_memory(h: Harness) -> None:
+    mention = h.slack.mention(GENERAL, ALICE, "the password is hunter2")
+    parent = mention["event"]["ts"]
+    await h.send(mention)
+    await h.settle()
+    note = h.slack.user_message(GENERAL, BOB, "deploy at 10", thread_ts=parent)
+    await h.send(note)
+    await h.settle()
+    deleted = h.p.message_deleted(
+        GENERAL,
+        user=ALICE,
+        deleted_ts=parent,
+        old_text=mention["event"]["text"],
+        thread_ts=parent,
+    )
+    assert await h.send(deleted) == 200
+    change = h.p.message_changed(
+        GENERAL,
+        user=BOB,
+        ts=note["event"]["ts"],
+        new_text="deploy at 11",
+        old_text="deploy at 10",
+        thread_ts=parent,
+    )
+    assert await h.send(change) == 200
+    await h.settle()
+    await h.send(h.slack.user_message(GENERAL, CAROL, "what is planned?", thread_ts=parent))
+    await h.settle()
+    last = h.cometapi.requests[-1]
+    assert "hunter2" not in json.dumps(last.json)
+    assert user_texts(h)[-2:] == ["[Bob Baker] deploy at 11", "[Carol] what is planned?"]

@@ -166,3 +166,11 @@ def test_summarize_arguments(text: str, window: Window) -> None:
 def test_bad_summarize_arguments_explain_themselves(text: str) -> None:
     with pytest.raises(ValueError, match=r"\w"):
         parse_window(text)
+
+
+def test_slack_positions_order_as_people_wrote() -> None:
+    from bots.slack.bot import slack_position
+
+    stamps = ["1712345678.000009", "1712345678.000010", "1712345679.000001", "1712345679.1"]
+    assert sorted(reversed(stamps), key=slack_position) == stamps
+    assert slack_position(stamps[0]) == 1712345678_000009
