@@ -121,8 +121,23 @@ def _serve_slack(queue: Any, mentions: int) -> None:  # pragma: no cover - child
                 seen = len(calls)
                 return web.json_response(done)
 
-            app = web.Application()
+            async def answers(request: web.Request) -> web.Response:
+                """The bot's finished messages in each thread asked about, in order."""
+                roots = await request.json()
+                return web.json_response(
+                    {
+                        root: [
+                            m.text
+                            for m in slack.thread(GENERAL, root)
+                            if m.user == slack.bot_user_id and not m.streaming
+                        ]
+                        for root in roots
+                    }
+                )
+
+            app = web.Application(client_max_size=64 * 1024 * 1024)
             app.router.add_get("/stats", stats)
+            app.router.add_post("/answers", answers)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -154,6 +169,12 @@ class SlackRequests:
         """The `app_mention` of seeded message `ts` (text "question i")."""
         text = f"<@{self.payloads.bot_user_id}> question {i}"
         request = self.signer.json_request(self.payloads.app_mention(GENERAL, ALICE, text, ts=ts))
+        return request.body, request.headers
+
+    def follow_up(self, root: str, text: str) -> tuple[bytes, dict[str, str]]:
+        """A message in the thread under `root`, without a mention."""
+        envelope = self.payloads.message(GENERAL, ALICE, text, thread_ts=root)
+        request = self.signer.json_request(envelope)
         return request.body, request.headers
 
     def chatter(self, i: int) -> tuple[bytes, dict[str, str]]:

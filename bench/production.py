@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import itertools
 import json
+import random
 import time
 import uuid
 from pathlib import Path
@@ -35,6 +38,7 @@ from _support import (
 from redis.asyncio import Redis
 
 from tests.faults.procs import BotProcess, bot_env
+from tests.stores import local_cluster
 
 
 def rss_mb(pid: int) -> float:
@@ -94,6 +98,82 @@ async def load(
     }
 
 
+async def threads_burst(
+    events: SlackRequests,
+    roots: list[str],
+    stats_url: str,
+    replicas: list[BotProcess],
+    *,
+    follow_ups: int,
+    retry_share: float = 0.1,
+    in_flight: int = 50,
+) -> dict[str, int]:
+    """Each root's mention, then `follow_ups` messages in its thread without a mention, each
+    sent once the previous one of its thread was acknowledged, to the replicas in turn; a
+    share delivered a second time (Slack's retry). Counts what a team would notice."""
+    rng = random.Random(3)
+    gate = asyncio.Semaphore(in_flight)
+    counter = 0
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        async def post(body: bytes, headers: dict[str, str], retry: bool = False) -> None:
+            nonlocal counter
+            counter += 1
+            url = replicas[counter % len(replicas)].url + "/slack/events"
+            if retry:
+                headers = {**headers, "X-Slack-Retry-Num": "1"}
+            async with gate, http.post(url, data=body, headers=headers) as response:
+                await response.read()
+
+        retries: list[asyncio.Task[None]] = []
+
+        async def thread(i: int, root: str) -> None:
+            deliveries = [events.mention(root, i)] + [
+                events.follow_up(root, f"question {i}.{n}") for n in range(1, follow_ups + 1)
+            ]
+            for body, headers in deliveries:
+                await post(body, headers)
+                if rng.random() < retry_share:
+                    retries.append(asyncio.create_task(post(body, headers, retry=True)))
+
+        await asyncio.gather(*(thread(i, root) for i, root in enumerate(roots)))
+        await asyncio.gather(*retries)
+        expected = len(roots) * (follow_ups + 1)
+        deadline = time.monotonic() + 120
+        found: dict[str, list[str]] = {}
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            async with http.post(stats_url + "/answers", json=roots) as response:
+                found = json.loads(await response.text())
+            if sum(len(v) for v in found.values()) >= expected:
+                await asyncio.sleep(1.0)  # a duplicate would show up by now
+                async with http.post(stats_url + "/answers", json=roots) as response:
+                    found = json.loads(await response.text())
+                break
+    lost = duplicates = out_of_order = 0
+    for i, root in enumerate(roots):
+        asked = [f"question {i}"] + [f"question {i}.{n}" for n in range(1, follow_ups + 1)]
+        answered = [a.rsplit("] ", 1)[-1] for a in found.get(root, [])]
+        lost += len(set(asked) - set(answered))
+        duplicates += len(answered) - len(set(answered))
+        order = [asked.index(a) for a in answered if a in asked]
+        out_of_order += sum(1 for a, b in itertools.pairwise(order) if b < a)
+    return {
+        "messages": expected,
+        "lost": lost,
+        "duplicates": duplicates,
+        "out_of_order": out_of_order,
+    }
+
+
+def show_burst(label: str, result: dict[str, int]) -> None:
+    print(
+        f"  {label:<28} {result['messages']:>5} messages: lost {result['lost']}, "
+        f"answered twice {result['duplicates']}, out of order {result['out_of_order']}"
+    )
+
+
 def show(label: str, result: dict[str, Any]) -> None:
     ack = [x * 1000 for x in result["ack"]]
     answer = [x * 1000 for x in result["answer"]]
@@ -112,11 +192,14 @@ async def main() -> None:
     parser.add_argument("--conversations", type=int, default=10_000)
     parser.add_argument("--memory-rate", type=float, default=40.0)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--threads", type=int, default=100, help="threads in the ordering runs")
+    parser.add_argument("--follow-ups", type=int, default=9)
     parser.add_argument("--verbose", action="store_true", help="show the replicas' warnings")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     per_run = [int(rate * args.seconds) for rate in rates]
-    needed = 2 * sum(per_run) + (0 if args.skip_memory else args.conversations)
+    needed = 2 * sum(per_run) + 3 * args.threads
+    needed += 0 if args.skip_memory else args.conversations
     with (
         redis_server() as url,
         fake_cometapi_process() as cometapi_url,
@@ -137,10 +220,15 @@ async def main() -> None:
                 log_level="WARNING",
             )
 
-        async def with_replicas(count: int, work: Any) -> Any:
+        async def with_replicas(count: int, work: Any, redis: str | None = None) -> Any:
             prefix = f"teambot-bench-{uuid.uuid4().hex[:8]}"
-            async with clean_prefix(url, prefix):
-                replicas = [BotProcess(env(prefix), name=f"replica-{i}") for i in range(count)]
+            # a throwaway cluster needs no cleaning
+            cleaning = clean_prefix(url, prefix) if redis is None else contextlib.nullcontext()
+            async with cleaning:
+                settings = env(prefix)
+                if redis is not None:
+                    settings["REDIS_URL"] = redis
+                replicas = [BotProcess(settings, name=f"replica-{i}") for i in range(count)]
                 await asyncio.gather(*(r.start() for r in replicas))
                 try:
                     return await work(replicas, prefix)
@@ -173,6 +261,35 @@ async def main() -> None:
 
                 result = await with_replicas(replicas, run)
                 show(f"{replicas} replica{'s' if replicas > 1 else ''}", result)
+
+        print(
+            f"Threads: {args.threads} mentions, {args.follow_ups} follow-ups each without a "
+            "mention, 10% delivered twice, 50 in flight:"
+        )
+        for replicas in (1, 2):
+            batch = [next(pool) for _ in range(args.threads)]
+
+            async def burst(
+                procs: list[BotProcess], _prefix: str, batch: list[str] = batch
+            ) -> dict[str, int]:
+                return await threads_burst(
+                    events, batch, stats_url, procs, follow_ups=args.follow_ups
+                )
+
+            result = await with_replicas(replicas, burst)
+            show_burst(f"{replicas} replica{'s' if replicas > 1 else ''}, one Redis", result)
+        with local_cluster() as cluster_url:
+            batch = [next(pool) for _ in range(args.threads)]
+
+            async def on_cluster(
+                procs: list[BotProcess], _prefix: str, batch: list[str] = batch
+            ) -> dict[str, int]:
+                return await threads_burst(
+                    events, batch, stats_url, procs, follow_ups=args.follow_ups
+                )
+
+            result = await with_replicas(2, on_cluster, redis=cluster_url)
+            show_burst("2 replicas, 3-node Redis Cluster", result)
 
         if args.skip_memory:
             return

@@ -114,6 +114,19 @@ def channel_glob(channel: ConversationKey) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in base[:-1]) + "*"
 
 
+class _GatedCluster(RedisCluster):
+    """A cluster client whose commands wait for a free connection under a burst (as the
+    single-server blocking pool does) instead of failing with MaxConnectionsError."""
+
+    def __init__(self, *args: Any, gate: int = 64, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._gate = asyncio.Semaphore(gate)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._gate:
+            return await super().execute_command(*args, **kwargs)
+
+
 def _retry() -> Retry:
     return Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=8)
 
@@ -156,12 +169,15 @@ async def connect_store(settings: Settings) -> Store:
             cluster = False
     if cluster:
         try:
-            client = RedisCluster.from_url(
+            client = _GatedCluster.from_url(
                 url,
+                gate=settings.redis_max_connections,
                 decode_responses=True,
                 socket_connect_timeout=5,
                 socket_timeout=10,
-                max_connections=settings.redis_max_connections,
+                # per node; commands are gated at REDIS_MAX_CONNECTIONS, so pipelines and
+                # pub/sub always find one
+                max_connections=settings.redis_max_connections * 2,
                 retry=_retry(),
             )
             await client.initialize()

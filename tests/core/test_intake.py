@@ -196,7 +196,7 @@ async def test_a_burst_on_two_processes_is_answered_once_in_order_with_full_memo
         lambda r: Reply(f"re: {r.last_user_text}", chunks=2, delay=rng.uniform(0.005, 0.03))
     )
     keys = [thread() for _ in range(20)]
-    async with engines(2, reply_concurrency=8) as processes:
+    async with engines(2, reply_concurrency=8, redis_max_connections=4) as processes:
         intakes = [Intake(e) for e in processes]
         screen = Screen()
         retries: list[Incoming] = []
