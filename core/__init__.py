@@ -26,10 +26,25 @@ if TYPE_CHECKING:
     from core.intake import Intake, OpenSink
     from core.logs import bind, configure_logging, log_context
     from core.memory import MessageRef
+    from core.outbound import (
+        MentionGuard,
+        NativeStream,
+        PagedReply,
+        Rate,
+        RateReport,
+        Surface,
+        SurfaceExpired,
+        WritePacer,
+        defuse,
+        open_fence,
+        split_pages,
+    )
     from core.queue import Admission
     from core.settings import ENV_FILE_VARIABLE, ConfigError, Settings, load_settings
     from core.sink import CollectingSink, ReplySink
     from core.store import KeyedLocks
+    from core.summaries import ActionItem, StructuredSummary
+    from core.summary_cache import Summary
     from core.types import (
         Attachment,
         Author,
@@ -43,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENV_FILE_VARIABLE",
     "RESTARTING",
+    "ActionItem",
     "Admission",
     "Attachment",
     "Author",
@@ -58,15 +74,26 @@ __all__ = [
     "Intake",
     "KeyedLocks",
     "MediaPart",
+    "MentionGuard",
     "MessageRef",
+    "NativeStream",
     "OpenSink",
     "Outcome",
+    "PagedReply",
     "ProbeResult",
+    "Rate",
+    "RateReport",
     "ReplySink",
     "Settings",
+    "StructuredSummary",
+    "Summary",
+    "Surface",
+    "SurfaceExpired",
     "UsageReport",
+    "WritePacer",
     "bind",
     "configure_logging",
+    "defuse",
     "inspect_mcp",
     "inspect_redis",
     "list_models",
@@ -74,12 +101,28 @@ __all__ = [
     "log_context",
     "metrics",
     "oops",
+    "open_fence",
     "parse_command",
     "probe_targets",
+    "split_pages",
 ]
 
 # Loaded on first use, so `teambot --version` (or an adapter) imports only what it needs.
 _WHERE: dict[str, str] = {
+    "ActionItem": "core.summaries",
+    "StructuredSummary": "core.summaries",
+    "Summary": "core.summary_cache",
+    "MentionGuard": "core.outbound",
+    "NativeStream": "core.outbound",
+    "PagedReply": "core.outbound",
+    "Rate": "core.outbound",
+    "RateReport": "core.outbound",
+    "Surface": "core.outbound",
+    "SurfaceExpired": "core.outbound",
+    "WritePacer": "core.outbound",
+    "defuse": "core.outbound",
+    "open_fence": "core.outbound",
+    "split_pages": "core.outbound",
     "Admission": "core.queue",
     "Attachment": "core.types",
     "Author": "core.types",

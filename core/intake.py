@@ -31,7 +31,7 @@ from core.failures import MEMORY_DOWN, oops
 from core.logs import bind
 from core.memory import MessageRef
 from core.queue import Admission, LeaseLost, Ticket
-from core.sink import ReplySink
+from core.sink import ReplySink, show_summary
 from core.types import ConversationKey, Incoming
 
 __all__ = ["DEFAULT_HELP", "Intake", "OpenSink"]
@@ -191,7 +191,11 @@ class Intake:
             scope = ConversationKey(
                 key.platform, key.workspace, key.channel, f"{key.thread}#summary"
             )
-            await self.engine.summarize(scope, messages, sink, heading="Thread summary")
+            result = await self.engine.summarize(
+                scope, messages, sink, heading="Thread summary", show=False
+            )
+            if result is not None:
+                await show_summary(sink, result)
 
     # --- following, deletions and edits ------------------------------------------------------
 

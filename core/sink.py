@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from core import metrics
 
-__all__ = ["CollectingSink", "ReplySink", "TimedSink"]
+__all__ = ["CollectingSink", "ReplySink", "TimedSink", "show_summary"]
 
 
 @runtime_checkable
@@ -111,3 +111,13 @@ class TimedSink:
     async def fail(self, message: str) -> None:
         self.ended = time.monotonic()
         await self.inner.fail(message)
+
+
+async def show_summary(sink: ReplySink, summary: Any) -> None:
+    """Finish `sink` with a summary: as data when the sink takes it (`show_summary`),
+    else as its Markdown."""
+    shower = getattr(sink, "show_summary", None)
+    if shower is not None:
+        await shower(summary, summary.markdown())
+    else:
+        await sink.finish(summary.markdown())

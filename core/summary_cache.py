@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -22,9 +23,22 @@ from core.summaries import (
 )
 from core.types import ChatMessage, ConversationKey
 
-__all__ = ["SummaryMixin", "incremental"]
+__all__ = ["Summary", "SummaryMixin", "incremental"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """A summary as data: adapters render it in their own format (Block Kit, Discord
+    Markdown, plain text); `markdown()` is the neutral form."""
+
+    data: StructuredSummary
+    title: str
+    count: int  # messages it covers
+
+    def markdown(self) -> str:
+        return render_markdown(self.data, self.title)
 
 
 class SummaryMixin:
@@ -43,14 +57,16 @@ class SummaryMixin:
         *,
         heading: str | None = None,
         context: str | None = None,
-    ) -> str | None:
+        show: bool = True,
+    ) -> Summary | None:
         """A structured Markdown summary of `messages` (oldest first) on the summary route.
 
         `scope` names what is summarized (a thread, a channel window); the result is
         cached with the last message it covers. Asked again, only messages after it are
         summarized, on top of the cached summary; `messages` may then be the whole scope
         again or just the newer ones. A changed or missing message inside the covered
-        range starts over. Returns the Markdown, or None after `sink.fail`."""
+        range starts over. Returns the summary (also shown in `sink` as Markdown unless
+        `show` is False), or None after `sink.fail`."""
         sink = sink or CollectingSink()
         try:
             cached = await self.memory.cached_summary(scope)
@@ -86,9 +102,10 @@ class SummaryMixin:
             await sink.fail(MEMORY_DOWN)
             return None
         title = heading or f"Summary of {count:,} message{'s' if count != 1 else ''}"
-        markdown = render_markdown(summary, title)
-        await sink.finish(markdown)
-        return markdown
+        result = Summary(summary, title, count)
+        if show:
+            await sink.finish(result.markdown())
+        return result
 
     async def summarize_conversation(
         self, key: ConversationKey, sink: ReplySink | None = None
@@ -100,7 +117,7 @@ class SummaryMixin:
         result = await self.summarize(
             scope, history, sink, context=rolling.text if rolling else None
         )
-        return result or "There is nothing to summarize yet."
+        return result.markdown() if result is not None else "There is nothing to summarize yet."
 
     async def invalidate_summaries(self, key: ConversationKey) -> None:
         """A message in `key`'s channel was edited or deleted: cached summaries that may

@@ -49,7 +49,7 @@ async def test_a_300_message_thread_is_read_page_by_page_and_summarized(h: Harne
     text = await h.answered(state)
 
     assert state.ephemeral  # only the asker sees it
-    assert text.startswith("**Summary of this thread (whole thread, 300 messages)**")
+    assert text.startswith("### 📋 Summary of this thread (whole thread, 300 messages)")
     assert "**TL;DR:** 300 messages; speakers: Alice, Bob, Carol." in text
     assert "Alice: We decided to roll back the release." in text
     assert "**Carol**: I will write the postmortem by Friday." in text
@@ -133,7 +133,7 @@ async def test_channel_scope_reads_only_the_recent_hours(h: Harness) -> None:
     text = await h.answered(state)
     cutoff = h.dc.now() - 5 * 3600
     recent = [i for i in ids if h.dc.message_view(i) and h.dc.message_view(i).created_at > cutoff]  # type: ignore[union-attr]
-    assert text.startswith(f"**Summary of #general (last 5 hours, {len(recent)} messages)**")
+    assert text.startswith(f"### 📋 Summary of #general (last 5 hours, {len(recent)} messages)")
     (read,) = h.dc.calls_to("GET", HISTORY)
     assert int(read.query["limit"]) == 100
 
@@ -172,5 +172,5 @@ async def test_channel_scope_from_inside_a_thread_summarizes_the_parent(h: Harne
     h.dc.seed_messages(thread, 2, authors=[h.bob], content="thread message {i}")
     state = await h.command("summarize", {"scope": "channel"}, h.bob, thread)
     text = await h.answered(state)
-    assert text.startswith("**Summary of #general (last 24 hours, 4 messages)**")
+    assert text.startswith("### 📋 Summary of #general (last 24 hours, 4 messages)")
     assert "speakers: Alice." in text

@@ -40,6 +40,11 @@ BO = Author("U2", "Bo")
 _counter = 0
 
 
+def _md(summary: object) -> str | None:
+    """A summary's Markdown (None when there was none)."""
+    return None if summary is None else summary.markdown()  # type: ignore[attr-defined]
+
+
 def message(
     text: str, author: Author = ANA, key: ConversationKey = KEY, **extra: object
 ) -> Incoming:
@@ -97,8 +102,9 @@ async def test_summary_goes_to_gemini_flash_lite_with_thinking_level(
         _chat("Bo", "I will write the release notes."),
         _chat("Cy", "Who tells the customer?"),
     ]
-    markdown = await engine.summarize(KEY, messages, sink)
-    assert markdown is not None and sink.final == markdown
+    summary = await engine.summarize(KEY, messages, sink)
+    assert summary is not None and sink.final == summary.markdown()
+    markdown = summary.markdown()
     assert "**TL;DR:**" in markdown
     assert "Ana: We decided to ship on Friday." in markdown
     assert "**Bo**: I will write the release notes." in markdown
@@ -249,8 +255,8 @@ async def test_gemini_retry_info_is_honoured(engine: Engine, cometapi: FakeComet
     cometapi.script(
         FLASH, RateLimited(retry_after=0.3, retry_after_header=False, retry_after_ms_header=False)
     )
-    markdown = await engine.summarize(KEY, [_chat("Ana", "We decided: tea.")])
-    assert markdown is not None and "We decided: tea." in markdown
+    summary = await engine.summarize(KEY, [_chat("Ana", "We decided: tea.")])
+    assert summary is not None and "We decided: tea." in summary.markdown()
     first, second = cometapi.requests_for(FLASH)
     assert second.received_at - first.received_at >= 0.28
 
@@ -578,18 +584,18 @@ async def test_a_summary_is_incremental_and_invalidated_by_edits(
         )
         for i in range(30)
     ]
-    first = await engine.summarize(scope, thread)
+    first = _md(await engine.summarize(scope, thread))
     assert first is not None and "Summary of 30 messages" in first
     first_size = len(cometapi.requests[-1].last_user_text)
 
     # nothing new: served from the cache, no model call
     calls = len(cometapi.requests)
-    assert await engine.summarize(scope, thread) == first
+    assert _md(await engine.summarize(scope, thread)) == first
     assert len(cometapi.requests) == calls
 
     # five new messages: only they are sent, with the previous summary
     more = [ChatMessage.user(f"new {i}? ", "Bo", id=f"n{i}", ts=2000 + i) for i in range(5)]
-    second = await engine.summarize(scope, thread + more)
+    second = _md(await engine.summarize(scope, thread + more))
     assert second is not None and "Summary of 35 messages" in second
     request = cometapi.requests[-1]
     assert "Current summary:" in request.last_user_text
@@ -602,12 +608,12 @@ async def test_a_summary_is_incremental_and_invalidated_by_edits(
         m.model_copy(update={"content": "line 3 (edited)"}) if m.id == "3" else m
         for m in thread + more
     ]
-    third = await engine.summarize(scope, edited)
+    third = _md(await engine.summarize(scope, edited))
     assert third is not None and "Postgres" not in third
     assert "Current summary:" not in cometapi.requests[-1].last_user_text
 
     # a deleted message starts over too
-    fourth = await engine.summarize(scope, [m for m in edited if m.id != "10"])
+    fourth = _md(await engine.summarize(scope, [m for m in edited if m.id != "10"]))
     assert fourth is not None and "Summary of 34 messages" in fourth
     assert "Current summary:" not in cometapi.requests[-1].last_user_text
 
@@ -627,7 +633,7 @@ async def test_long_transcripts_are_map_reduced_not_truncated(
         ]
         thread[5] = thread[5].model_copy(update={"content": "We decided on blue."})
         thread[195] = thread[195].model_copy(update={"content": "We decided on tuesday."})
-        markdown = await engine.summarize(KEY, thread)
+        markdown = _md(await engine.summarize(KEY, thread))
         assert markdown is not None
         assert "blue" in markdown and "tuesday" in markdown
         maps = [r for r in cometapi.requests if "Part " in r.last_user_text]

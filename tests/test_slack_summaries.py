@@ -141,7 +141,7 @@ async def test_slash_summarize_is_private_until_shared(h: Harness) -> None:
     assert "I will own the launch" in text  # thread replies are included
     assert "ancient history" not in text  # older than the window
     blocks = private.body["blocks"]
-    assert blocks[0]["type"] == "section"
+    assert blocks[0]["type"] == "header" and blocks[1]["type"] == "section"
     button = blocks[-1]["elements"][0]
     assert (button["action_id"], button["text"]["text"]) == ("share_summary", "Share in channel")
     assert [m.text for m in h.slack.messages(GENERAL) if m.user == BOT] == []  # not shared yet

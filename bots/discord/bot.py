@@ -1,5 +1,5 @@
 """The Discord client: events and commands in, `Incoming` / `ChatMessage` to the engine,
-replies out through `DiscordSink`.
+replies out through core's `PagedReply` on a Discord surface.
 
 Every handler answers Discord at once (an interaction is deferred within a few
 milliseconds) and runs the model work in a tracked background task, so the gateway
@@ -32,7 +32,14 @@ from bots.discord.history import (
     to_attachment,
 )
 from bots.discord.interactions import NO_MENTIONS, Interactions
-from bots.discord.sink import ChannelSurface, DiscordSink, EditPacer, safe_mentions
+from bots.discord.sink import (
+    ChannelSurface,
+    discord_pacer,
+    discord_reply,
+    message_ids,
+    pacing_trace,
+    safe_mentions,
+)
 from core import (
     Author,
     ChatMessage,
@@ -163,6 +170,8 @@ class TeamBot(Interactions, discord.AutoShardedClient):
         self.message_content = (
             settings.discord_message_content if message_content is None else message_content
         )
+        pacer = discord_pacer(settings.discord_edit_interval)
+        options.setdefault("http_trace", pacing_trace(pacer))
         options.setdefault("shard_count", settings.discord_shard_count)
         if settings.discord_shard_ids:
             options.setdefault("shard_ids", list(settings.discord_shard_ids))
@@ -176,7 +185,7 @@ class TeamBot(Interactions, discord.AutoShardedClient):
         self.engine = engine
         self.intake = Intake(engine, help_text=HELP)
         self.force_sync = sync
-        self.pacer = EditPacer(settings.discord_edit_interval)
+        self.pacer = pacer
         self.tree = build_tree(self)
         self.synced: list[str] = []
         self._gates = KeyedLocks()
@@ -323,6 +332,14 @@ class TeamBot(Interactions, discord.AutoShardedClient):
             with contextlib.suppress(Exception):
                 await self.engine.cache_set(NS_ANSWER, str(message_id), str(key), ttl=ttl)
 
+    def display_name(self, user_id: str) -> str | None:
+        """A member's name when known without a request (for mentions the bot must not
+        make: they are written as names)."""
+        if not user_id.isdigit():
+            return None
+        user = self.get_user(int(user_id))
+        return user.display_name if user is not None else None
+
     def thread_reader(self, thread: discord.Thread, before: discord.abc.Snowflake) -> Fetch:
         """The earlier messages of a thread the bot did not start (up to IMPORT_LIMIT), for
         core to read once on first contact."""
@@ -413,11 +430,15 @@ class TeamBot(Interactions, discord.AutoShardedClient):
                     mentions=safe_mentions(message.author),
                     reply_to=reference,
                 )
-                sink = DiscordSink(surface, self.pacer)
+                reply = discord_reply(
+                    surface, self.pacer, asker=message.author.id, resolve=self.display_name
+                )
                 if not in_thread:
-                    sink.after_finish = lambda done: self._remember_answer(key, done.message_ids())
-                await sink.begin()
-                return sink
+                    reply.after_finish.append(
+                        lambda done: self._remember_answer(key, message_ids(done))
+                    )
+                await reply.status("")
+                return reply
 
             await self.intake.submit(incoming, open_sink)
 

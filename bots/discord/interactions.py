@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import discord
 
 from bots.discord.commands import share_view
-from bots.discord.format import MESSAGE_LIMIT, quote_prompt, split_message, status_line, thread_name
+from bots.discord.format import (
+    PAGE_LIMIT,
+    quote_prompt,
+    status_line,
+    summary_markdown,
+    thread_name,
+)
 from bots.discord.history import (
     answer_key,
     channel_key,
@@ -30,7 +36,12 @@ from bots.discord.history import (
     thread_starter,
     to_attachment,
 )
-from bots.discord.sink import DiscordSink, EditPacer, InteractionSurface, safe_mentions
+from bots.discord.sink import (
+    InteractionSurface,
+    discord_reply,
+    message_ids,
+    safe_mentions,
+)
 from core import (
     RESTARTING,
     Admission,
@@ -42,9 +53,13 @@ from core import (
     Fetch,
     Incoming,
     Intake,
+    PagedReply,
     ReplySink,
     Settings,
+    WritePacer,
+    defuse,
     oops,
+    split_pages,
 )
 
 if TYPE_CHECKING:
@@ -64,7 +79,7 @@ class Interactions:
     settings: Settings
     engine: Engine
     intake: Intake
-    pacer: EditPacer
+    pacer: WritePacer
     _stopping: bool
 
     def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None:
@@ -73,7 +88,10 @@ class Interactions:
     def thread_reader(self, thread: discord.Thread, before: discord.abc.Snowflake) -> Fetch:
         raise NotImplementedError
 
-    async def _remember_answer(self, key: ConversationKey, message_ids: list[int]) -> None:
+    async def _remember_answer(self, key: ConversationKey, ids: list[int]) -> None:
+        raise NotImplementedError
+
+    def display_name(self, user_id: str) -> str | None:
         raise NotImplementedError
 
     async def _cached(self, namespace: str, ident: str) -> str | None:
@@ -144,7 +162,9 @@ class Interactions:
         header = quote_prompt(
             prompt, author.display_name, image.filename if image is not None else None
         )
-        sink = DiscordSink(surface, self.pacer, header=header)
+        sink = discord_reply(
+            surface, self.pacer, asker=author.id, header=header, resolve=self.display_name
+        )
         try:
             if isinstance(channel, discord.Thread):
                 key = thread_key(guild_id, channel)
@@ -154,7 +174,9 @@ class Interactions:
                     message_id = (await interaction.original_response()).id
                 key = answer_key(guild_id, channel_id, message_id)
                 backfill = None
-                sink.after_finish = lambda done: self._after_ask(interaction, key, prompt, done)
+                sink.after_finish.append(
+                    lambda done: self._after_ask(interaction, key, prompt, done)
+                )
         except Exception:
             error_id = secrets.token_hex(3)
             log.exception("could not prepare /ask %s (error id %s)", interaction.id, error_id)
@@ -179,7 +201,7 @@ class Interactions:
         )
 
         async def open_sink(_incoming: Incoming) -> ReplySink:
-            await sink.begin()
+            await sink.status("")
             return sink
 
         admitted = await self.intake.submit(incoming, open_sink)
@@ -193,12 +215,12 @@ class Interactions:
         interaction: discord.Interaction[TeamBot],
         key: ConversationKey,
         prompt: str,
-        sink: DiscordSink,
+        sink: PagedReply,
     ) -> None:
         if sink.outcome != "finished":
             return
         if not await self._open_thread(interaction, key, prompt):
-            await self._remember_answer(key, sink.message_ids())
+            await self._remember_answer(key, message_ids(sink))
 
     async def _open_thread(
         self, interaction: discord.Interaction[TeamBot], key: ConversationKey, prompt: str
@@ -298,9 +320,8 @@ class Interactions:
         assert interaction.guild_id is not None and self.user is not None
         token = secrets.token_hex(16)
         surface = InteractionSurface(interaction, mentions=NO_MENTIONS, ephemeral=True)
-        sink = _SummarySink(self, surface, token, interaction.user.id)
+        sink = discord_reply(surface, self.pacer, resolve=self.display_name)
         try:
-            await sink.begin()
             if scope == "channel" and hours is None:
                 hours = 24
             after = discord.utils.utcnow() - dt.timedelta(hours=hours) if hours else None
@@ -324,11 +345,21 @@ class Interactions:
             count = f"{len(entries):,} message{'s' if len(entries) != 1 else ''}"
             heading = f"Summary of {where} ({span}, {count}"
             heading += f"; only the newest {limit:,} read)" if truncated else ")"
-            sink.heading = heading
             scope_key = ConversationKey(
                 "discord", str(interaction.guild_id), str(target.id), f"summary:{hours or 'all'}"
             )
-            await self.engine.summarize(scope_key, entries, sink, heading=heading)
+            summary = await self.engine.summarize(
+                scope_key, entries, sink, heading=heading, show=False
+            )
+            if summary is not None:
+                text = summary_markdown(summary)
+                try:  # kept for the Share button under it
+                    payload = json.dumps({"text": text, "user": interaction.user.id})
+                    await self.engine.cache_set(NS_SHARE, token, payload, ttl=86_400)
+                    surface.final_view = lambda: share_view(token)
+                except Exception as error:
+                    log.warning("could not keep the summary for sharing: %s", error)
+                await sink.finish(text)
         except asyncio.CancelledError:
             if not sink.done:
                 with contextlib.suppress(Exception):
@@ -363,7 +394,8 @@ class Interactions:
             await self._tell(interaction, "This summary is already shared in the channel.")
             return
         footer = status_line(f"Shared by {interaction.user.display_name}")
-        pages = split_message(f"{data['text']}\n\n{footer}", MESSAGE_LIMIT)
+        pages = split_pages(f"{data['text']}\n\n{footer}", PAGE_LIMIT)
+        pages = [defuse(page) for page in pages]
         await interaction.response.send_message(pages[0], allowed_mentions=NO_MENTIONS)
         for page in pages[1:]:
             await interaction.followup.send(page, allowed_mentions=NO_MENTIONS)
@@ -468,28 +500,3 @@ class Interactions:
                 )
         except discord.HTTPException as error:
             log.info("could not answer interaction %s: %s", interaction.id, error)
-
-
-class _SummarySink(DiscordSink):
-    """An ephemeral summary; a real summary (not a refusal or a failure) is kept in the
-    shared cache for the Share button, which appears under it."""
-
-    def __init__(
-        self, bot: Interactions, surface: InteractionSurface, token: str, user_id: int
-    ) -> None:
-        super().__init__(surface, bot.pacer)
-        self.bot = bot
-        self.token = token
-        self.user_id = user_id
-        self.heading: str | None = None
-
-    async def finish(self, text: str) -> None:
-        if self.heading is not None and text.startswith(f"**{self.heading}**"):
-            payload = json.dumps({"text": text, "user": self.user_id})
-            try:
-                await self.bot.engine.cache_set(NS_SHARE, self.token, payload, ttl=86_400)
-                token = self.token
-                self.final_view = lambda: share_view(token)
-            except Exception as error:
-                log.warning("could not keep the summary for sharing: %s", error)
-        await super().finish(text)

@@ -1,16 +1,11 @@
-"""Streaming a reply into Discord messages: the `ReplySink` the engine writes to.
+"""Discord's side of a streamed reply: where the pages go.
 
-The engine's deltas arrive far faster than Discord wants edits, so the sink never writes
-per delta. It keeps the reply's current state (text, status, final text) and one writer
-task brings the messages up to date, one write at a time, each write taking a slot of
-its channel's `EditPacer` (one budget per channel, shared by every reply streaming into
-it). Whatever changed while waiting for the slot is folded into that one write.
-
-The text is laid out in pages (`format.split_message`); a page that fills up is
-finished and the reply moves on to a new message. Where the messages live is a
-`Surface`: an interaction's response and follow-ups, or ordinary channel messages.
-An interaction surface that expires (tokens live 15 minutes) hands over to a channel
-surface, so a slow answer still lands.
+Core's `PagedReply` does the work (pages, pacing on the channel's write budget, mention
+safety, the final text); a surface here only creates, edits and deletes the page messages:
+ordinary channel messages (`ChannelSurface`), or an interaction's deferred response and its
+follow-ups (`InteractionSurface`). An interaction token that is about to expire (they live
+15 minutes) hands the reply over to a channel surface, with a note. `AllowedMentions` stays
+as a second layer under core's text rule: nobody but the asker can be pinged.
 """
 
 from __future__ import annotations
@@ -18,37 +13,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import heapq
-import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+import re
+from collections.abc import Callable
+from typing import Any
 
+import aiohttp
 import discord
 from discord.utils import MISSING
 
-from bots.discord.format import PAGE_LIMIT, close_fence, split_message, status_line
+from bots.discord.format import PAGE_LIMIT, close_fence, status_line
+from core import NativeStream, PagedReply, Rate, RateReport, SurfaceExpired, WritePacer
 
 __all__ = [
     "ChannelSurface",
-    "DiscordSink",
-    "EditPacer",
     "InteractionSurface",
-    "Surface",
-    "SurfaceExpired",
+    "discord_pacer",
+    "discord_reply",
+    "message_ids",
+    "pacing_trace",
     "safe_mentions",
 ]
 
 log = logging.getLogger(__name__)
 
-EMPTY_ANSWER = "_(The model sent an empty answer. Try rephrasing the question.)_"
 #: How long before an interaction token expires (15 minutes) a reply stops using it.
 TOKEN_MARGIN = 60.0
 #: Discord error codes meaning an interaction's webhook token can no longer be used.
 _TOKEN_GONE = {10015, 50027}
 _UNKNOWN_MESSAGE = 10008
 _CANNOT_REPLY = 160002  # no Read Message History: a reply reference is refused
+
+View = Callable[[], discord.ui.View]
 
 
 def safe_mentions(*users: discord.abc.Snowflake) -> discord.AllowedMentions:
@@ -59,138 +55,104 @@ def safe_mentions(*users: discord.abc.Snowflake) -> discord.AllowedMentions:
     )
 
 
-# --------------------------------------------------------------------------- edit budget
+def discord_pacer(interval: float) -> WritePacer:
+    """Discord's message budgets per channel (creating, editing): 5 writes per 5 s until
+    Discord's rate-limit headers say otherwise (DISCORD_EDIT_INTERVAL scales that default
+    window: 1.0 is Discord's own). Until a budget was reported once, one write at a time."""
+    return WritePacer(Rate(5, 5 * interval), probe=True)
 
 
-@dataclass
-class _Lane:
-    next_at: float = 0.0
-    held: bool = False
-    waiters: list[tuple[int, int, asyncio.Future[None]]] = field(default_factory=list)
-    freed: asyncio.Event = field(default_factory=asyncio.Event)
-    runner: asyncio.Task[None] | None = None
+_MESSAGE_ROUTE = re.compile(r"/channels/(\d+)/messages(/\d+)?$")
+_WEBHOOK_ROUTE = re.compile(r"/webhooks/\d+/([^/]+)(/messages/[^/]+)?$")
+#: Interaction tokens in use → their channel, so their webhook writes count for it.
+_INTERACTION_CHANNELS: dict[str, int] = {}
 
 
-class EditPacer:
-    """One write budget per channel, shared by all replies streaming into it: one
-    message write (create or edit) at a time per channel, each starting at least
-    `interval` seconds after the previous one finished, so Discord never sees two
-    writes of a channel closer than that. Writes of final text go before interim
-    updates, so answers complete first."""
+def pacing_trace(pacer: WritePacer) -> aiohttp.TraceConfig:
+    """An aiohttp trace for discord.py's HTTP client (its `http_trace` option) that hands
+    Discord's rate-limit headers of every message write to `pacer`: the budget learned is
+    the one Discord enforces, per channel and route."""
+    trace = aiohttp.TraceConfig()
 
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._lanes: dict[int, _Lane] = {}
-        self._order = itertools.count()
-
-    @contextlib.asynccontextmanager
-    async def slot(self, channel_id: int, *, urgent: bool = False) -> AsyncIterator[None]:
-        """Hold the channel's write slot for one write."""
-        lane = await self._acquire(channel_id, urgent)
-        try:
-            yield
-        finally:
-            self._release(lane)
-
-    async def _acquire(self, channel_id: int, urgent: bool) -> _Lane:
-        loop = asyncio.get_running_loop()
-        lane = self._lanes.get(channel_id)
-        if lane is None:
-            self._prune(loop.time())
-            lane = self._lanes[channel_id] = _Lane()
-        if not lane.held and not lane.waiters and loop.time() >= lane.next_at:
-            lane.held = True
-            return lane
-        future: asyncio.Future[None] = loop.create_future()
-        heapq.heappush(lane.waiters, (0 if urgent else 1, next(self._order), future))
-        if lane.runner is None:
-            lane.runner = asyncio.create_task(self._serve(lane), name=f"pacer-{channel_id}")
-        try:
-            await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                self._release(lane)  # granted just as we were cancelled: hand it on
-            raise
-        return lane
-
-    def _release(self, lane: _Lane) -> None:
-        lane.held = False
-        lane.next_at = asyncio.get_running_loop().time() + self.interval
-        lane.freed.set()
-
-    async def _serve(self, lane: _Lane) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while lane.waiters:
-                if lane.held:
-                    lane.freed.clear()
-                    await lane.freed.wait()
-                    continue
-                delay = lane.next_at - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                    continue
-                while lane.waiters:
-                    _urgency, _order, future = heapq.heappop(lane.waiters)
-                    if not future.done():
-                        lane.held = True
-                        future.set_result(None)
-                        break
-        finally:
-            lane.runner = None
-
-    def _prune(self, now: float) -> None:
-        if len(self._lanes) < 512:
+    async def on_end(
+        _session: aiohttp.ClientSession, _context: Any, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        if params.method not in ("POST", "PATCH"):
             return
-        for channel_id, lane in list(self._lanes.items()):
-            if lane.runner is None and not lane.held and not lane.waiters and lane.next_at < now:
-                del self._lanes[channel_id]
+        path = params.url.path
+        match = _MESSAGE_ROUTE.search(path)
+        if match is not None:
+            channel: int | None = int(match.group(1))
+            edit = params.method == "PATCH" and match.group(2) is not None
+        else:
+            hook = _WEBHOOK_ROUTE.search(path)
+            channel = _INTERACTION_CHANNELS.get(hook.group(1)) if hook is not None else None
+            edit = params.method == "PATCH"
+        if channel is None:
+            return
+        report = RateReport.from_headers(params.response.headers, params.response.status)
+        pacer.observe(f"{channel}:{'edit' if edit else 'new'}", report)
 
-    async def close(self) -> None:
-        runners = [lane.runner for lane in self._lanes.values() if lane.runner is not None]
-        for runner in runners:
-            runner.cancel()
-        for runner in runners:
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
-        for lane in self._lanes.values():
-            for _urgency, _order, future in lane.waiters:
-                future.cancel()
-        self._lanes.clear()
-
-
-# --------------------------------------------------------------------------- surfaces
+    trace.on_request_end.append(on_end)
+    return trace
 
 
-class SurfaceExpired(Exception):
-    """The surface can take no more writes (interaction token expired or its message
-    is gone); the reply continues on the surface's fallback, if it has one."""
+def discord_reply(
+    surface: ChannelSurface | InteractionSurface,
+    pacer: WritePacer,
+    *,
+    asker: int | None = None,
+    header: str = "",
+    resolve: Callable[[str], str | None] | None = None,
+) -> PagedReply:
+    """A streamed reply that pings nobody but `asker`."""
+    return PagedReply(
+        surface,
+        pacer,
+        header=header,
+        allowed_users=[str(asker)] if asker is not None else [],
+        resolve=resolve,
+    )
 
 
-class Surface(Protocol):
-    """Where a reply's pages live."""
+def message_ids(reply: PagedReply) -> list[int]:
+    """The Discord messages a reply shows (on the surface it ended on)."""
+    ids: Callable[[], list[int]] | None = getattr(reply.surface, "message_ids", None)
+    return ids() if ids is not None else []
+
+
+class _Pages:
+    """What both surfaces share: Discord Markdown, the status line, the final view."""
+
+    limit = PAGE_LIMIT
+    status_as_page = True
+    failure_apart = False
+    final_view: View | None = None
 
     @property
-    def channel_id(self) -> int: ...
+    def native(self) -> NativeStream | None:
+        return None
 
-    async def begin(self) -> None:
-        """The reply is being prepared (show that the bot is typing, where possible)."""
+    @property
+    def key(self) -> str:
+        return str(self.channel_id)
 
-    async def show(self, index: int, content: str, view: discord.ui.View | None) -> None:
-        """Create page `index` (the next one) or edit it to `content`."""
+    @property
+    def channel_id(self) -> int:
+        raise NotImplementedError
 
-    async def remove(self, index: int) -> None:
-        """Delete page `index` (the last one)."""
+    def render(self, markdown: str) -> str:
+        return markdown
 
-    def fallback(self) -> Surface | None:
-        """Where to continue once this surface raised SurfaceExpired."""
+    def with_status(self, wire: str, status: str) -> str:
+        line = status_line(status)
+        return f"{wire}\n{line}" if wire.strip() else line
 
-    def message_ids(self) -> list[int]: ...
+    def _view(self, final: bool, last: bool) -> discord.ui.View | None:
+        return self.final_view() if final and last and self.final_view is not None else None
 
-    async def close(self) -> None: ...
 
-
-class ChannelSurface:
+class ChannelSurface(_Pages):
     """Pages as ordinary messages in a channel or thread; the first replies to
     `reply_to` when given."""
 
@@ -215,7 +177,7 @@ class ChannelSurface:
     def channel_id(self) -> int:
         return self._channel_id
 
-    async def begin(self) -> None:
+    async def waiting(self, status: str) -> None:
         if self._typing and self._typing_task is None and not self.messages:
             self._typing_task = asyncio.create_task(self._type(), name="discord-typing")
 
@@ -236,8 +198,9 @@ class ChannelSurface:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def show(self, index: int, content: str, view: discord.ui.View | None) -> None:
+    async def show(self, index: int, content: str, *, final: bool, last: bool) -> RateReport | None:
         await self._stop_typing()
+        view = self._view(final, last)
         current = self.messages[index] if index < len(self.messages) else None
         if current is not None:
             try:
@@ -246,7 +209,7 @@ class ChannelSurface:
                     allowed_mentions=self.mentions,
                     view=view if view is not None else MISSING,
                 )
-                return
+                return None
             except discord.NotFound:
                 log.info("message %s was deleted while streaming; sending it again", current.id)
         reference = self.reply_to if index == 0 else None
@@ -260,6 +223,7 @@ class ChannelSurface:
             self.messages[index] = message
         else:
             self.messages.append(message)
+        return None
 
     async def _send(
         self,
@@ -280,9 +244,6 @@ class ChannelSurface:
             with contextlib.suppress(discord.NotFound):
                 await message.delete()
 
-    def fallback(self) -> Surface | None:
-        return None
-
     def message_ids(self) -> list[int]:
         return [m.id for m in self.messages if m is not None]
 
@@ -290,7 +251,7 @@ class ChannelSurface:
         await self._stop_typing()
 
 
-class InteractionSurface:
+class InteractionSurface(_Pages):
     """Pages as an interaction's (deferred) response and its follow-ups.
 
     Interaction tokens live 15 minutes. A write that would come later than `margin`
@@ -314,6 +275,9 @@ class InteractionSurface:
         self.margin = TOKEN_MARGIN if margin is None else margin
         self.original_id: int | None = None
         self.followups: list[discord.WebhookMessage | None] = []
+        if len(_INTERACTION_CHANNELS) > 10_000:
+            _INTERACTION_CHANNELS.clear()
+        _INTERACTION_CHANNELS[interaction.token] = self.channel_id
         self._shown: dict[int, str] = {}
         self._expired = False
 
@@ -321,18 +285,23 @@ class InteractionSurface:
     def channel_id(self) -> int:
         return self.interaction.channel_id or 0
 
-    async def begin(self) -> None:
-        return None
+    async def waiting(self, status: str) -> None:
+        return None  # the deferred response already shows "thinking"
+
+    def budget_of(self, index: int, creating: bool) -> str:
+        """The deferred response is edited even to show its first text."""
+        return f"{self.key}:{'new' if creating and index > 0 else 'edit'}"
 
     def _deadline(self) -> dt.datetime:
         return self.interaction.expires_at - dt.timedelta(seconds=self.margin)
 
-    async def show(self, index: int, content: str, view: discord.ui.View | None) -> None:
+    async def show(self, index: int, content: str, *, final: bool, last: bool) -> RateReport | None:
         if self._expired:
-            raise SurfaceExpired
+            raise SurfaceExpired(self.fallback())
         if discord.utils.utcnow() >= self._deadline():
             await self._hand_over()
-            raise SurfaceExpired
+            raise SurfaceExpired(self.fallback())
+        view = self._view(final, last)
         try:
             if index == 0:
                 message = await self.interaction.edit_original_response(
@@ -353,9 +322,10 @@ class InteractionSurface:
                     "interaction %s can take no more writes: %s", self.interaction.id, error
                 )
                 self._expired = True
-                raise SurfaceExpired from error
+                raise SurfaceExpired(self.fallback()) from error
             raise
         self._shown[index] = content
+        return None
 
     async def _show_followup(
         self, position: int, content: str, view: discord.ui.View | None
@@ -410,7 +380,9 @@ class InteractionSurface:
             with contextlib.suppress(discord.HTTPException):
                 await message.delete()
 
-    def fallback(self) -> Surface | None:
+    def fallback(self) -> ChannelSurface | None:
+        """Where the reply continues once the token can take no more writes (never for
+        an ephemeral reply: it must not be posted where others can read it)."""
         if self.ephemeral:
             return None
         client = self.interaction.client
@@ -429,219 +401,15 @@ class InteractionSurface:
                 guild_id=self.interaction.guild_id,
                 fail_if_not_exists=False,
             )
-        return ChannelSurface(
+        successor = ChannelSurface(
             target, channel_id, mentions=self.mentions, reply_to=reference, typing=False
         )
+        successor.final_view = self.final_view
+        return successor
 
     def message_ids(self) -> list[int]:
         ids = [] if self.original_id is None else [self.original_id]
         return ids + [m.id for m in self.followups if m is not None]
 
     async def close(self) -> None:
-        return None
-
-
-# --------------------------------------------------------------------------- the sink
-
-
-@dataclass(frozen=True)
-class _Step:
-    kind: Literal["show", "remove"]
-    index: int
-    content: str = ""
-    with_view: bool = False
-
-
-Page = tuple[str, bool]
-
-
-class DiscordSink:
-    """A `ReplySink` that streams into a `Surface`, throttled by an `EditPacer`.
-
-    `header` is shown above the answer (e.g. the quoted question); `final_view` makes
-    the buttons put under the last page of the final text. `finish`/`fail` return once
-    the final text is on Discord (or could not be delivered, which is logged).
-    """
-
-    def __init__(
-        self,
-        surface: Surface,
-        pacer: EditPacer,
-        *,
-        header: str = "",
-        final_view: Callable[[], discord.ui.View] | None = None,
-        limit: int = PAGE_LIMIT,
-    ) -> None:
-        self.surface = surface
-        self.pacer = pacer
-        self.header = header
-        self.final_view = final_view
-        #: Run once the final text is on Discord (open a thread, remember the answer).
-        self.after_finish: Callable[[DiscordSink], Awaitable[None]] | None = None
-        self.limit = limit
-        self.started = asyncio.Event()
-        self.outcome: Literal["finished", "failed"] | None = None
-        self.final_text: str | None = None
-        self._surfaces: list[Surface] = [surface]
-        self._text = ""
-        self._status: str | None = None
-        self._final: str | None = None
-        self._shown: list[Page] = []
-        self._dirty = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        self._abandoned = False
-
-    # --- ReplySink -----------------------------------------------------------------
-
-    async def status(self, text: str) -> None:
-        self._status = text
-        self._changed()
-
-    async def append(self, delta: str) -> None:
-        self._text += delta
-        if delta.strip():
-            self._status = None  # a tool's status stays up until the model writes again
-        self._changed()
-
-    async def reset(self) -> None:
-        self._text = ""
-        self._changed()
-
-    async def finish(self, text: str) -> None:
-        await self._end(text if text.strip() else EMPTY_ANSWER, "finished")
-        if self.after_finish is not None and not self._abandoned:
-            try:
-                await self.after_finish(self)
-            except Exception:
-                log.exception("the step after an answer failed")
-
-    async def fail(self, message: str) -> None:
-        await self._end(f"⚠️ {message}", "failed")
-
-    # --- lifecycle -----------------------------------------------------------------
-
-    async def begin(self) -> None:
-        await self.surface.begin()
-
-    async def close(self) -> None:
-        """Stop writing (the reply ended without finish/fail, e.g. a duplicate)."""
-        writer, self._writer = self._writer, None
-        if writer is not None and not writer.done():
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
-        for surface in self._surfaces:
-            await surface.close()
-
-    @property
-    def done(self) -> bool:
-        return self.outcome is not None
-
-    def message_ids(self) -> list[int]:
-        return [mid for surface in self._surfaces for mid in surface.message_ids()]
-
-    @property
-    def first_message_id(self) -> int | None:
-        ids = self.surface.message_ids()
-        return ids[0] if ids else None
-
-    async def _end(self, text: str, outcome: Literal["finished", "failed"]) -> None:
-        self._final = text
-        self.final_text = text
-        self.outcome = outcome
-        self._changed()
-        writer = self._writer
-        if writer is not None:
-            await writer
-        for surface in self._surfaces:
-            await surface.close()
-
-    def _changed(self) -> None:
-        self.started.set()
-        self._dirty.set()
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write(), name="discord-sink-writer")
-
-    # --- layout --------------------------------------------------------------------
-
-    def _desired(self) -> list[Page]:
-        if self._final is not None:
-            pages = split_message(self.header + self._final, self.limit) or [EMPTY_ANSWER]
-            out = [(page, False) for page in pages]
-            if self.final_view is not None and self.outcome == "finished":
-                out[-1] = (out[-1][0], True)
-            return out
-        status = status_line(self._status) if self._status else ""
-        if not self._text.strip():
-            return [(self.header + status, False)] if status else []
-        pages = split_message(self.header + self._text, self.limit)
-        last = close_fence(pages[-1])
-        if status:
-            last += "\n" + status
-        pages[-1] = last
-        return [(page, False) for page in pages]
-
-    def _next_step(self) -> _Step | None:
-        if self._abandoned:
-            return None
-        desired = self._desired()
-        for index, page in enumerate(desired):
-            if index >= len(self._shown) or self._shown[index] != page:
-                return _Step("show", index, page[0], page[1])
-        if len(self._shown) > len(desired):
-            return _Step("remove", len(self._shown) - 1)
-        return None
-
-    # --- the writer ------------------------------------------------------------------
-
-    async def _write(self) -> None:
-        while True:
-            step = self._next_step()
-            if step is None:
-                if self._final is not None:
-                    return
-                self._dirty.clear()
-                await self._dirty.wait()
-                continue
-            if step.kind == "remove":
-                await self._apply(step)
-                continue
-            async with self.pacer.slot(self.surface.channel_id, urgent=self._final is not None):
-                step = self._next_step()  # what is newest after the wait
-                if step is not None:
-                    await self._apply(step)
-
-    async def _apply(self, step: _Step) -> None:
-        try:
-            if step.kind == "remove":
-                await self.surface.remove(step.index)
-                del self._shown[step.index :]
-                return
-            view = self.final_view() if step.with_view and self.final_view else None
-            await self.surface.show(step.index, step.content, view)
-        except SurfaceExpired:
-            successor = self.surface.fallback()
-            if successor is None:
-                log.warning("reply abandoned: its surface expired and has no fallback")
-                self._abandoned = True
-                return
-            self.surface = successor
-            self._surfaces.append(successor)
-            self._shown = []
-            return
-        except discord.HTTPException as error:
-            # Never loop on a write Discord refuses: count it as done and move on.
-            log.warning("Discord refused a reply write (page %d): %s", step.index, error)
-            if step.kind == "remove":
-                del self._shown[step.index :]
-                return
-        except Exception:
-            log.exception("a reply write failed (page %d)", step.index)
-            if step.kind == "remove":
-                del self._shown[step.index :]
-                return
-        page = (step.content, step.with_view)
-        if step.index < len(self._shown):
-            self._shown[step.index] = page
-        else:
-            self._shown.append(page)
+        _INTERACTION_CHANNELS.pop(self.interaction.token, None)

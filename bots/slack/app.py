@@ -41,6 +41,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.health import HealthServer, health_routes
 from bots.slack.bot import SHARE_ACTION, SUMMARIZE_SHORTCUT, SlackBot, parse_window
+from bots.slack.format import safe_mrkdwn
 from bots.slack.history import Identity
 from core import ConfigError, Engine, Settings, metrics
 
@@ -163,10 +164,10 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
         try:
             window = parse_window(str(command.get("text") or ""))
         except ValueError as error:
-            await ack(text=str(error), response_type="ephemeral")
+            await ack(text=safe_mrkdwn(str(error)), response_type="ephemeral")
             return
         where = f"<#{window.channel}>" if window.channel else "this conversation"
-        await ack(text=f"Reading {where} ({window.label})…", response_type="ephemeral")
+        await ack(text=safe_mrkdwn(f"Reading {where} ({window.label})…"), response_type="ephemeral")
         bot.spawn(
             bot.summarize_channel(
                 team(command, context),
@@ -205,8 +206,11 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
         message = shortcut.get("message") or {}
         channel = str((shortcut.get("channel") or {}).get("id") or "")
         root = str(message.get("thread_ts") or message.get("ts") or shortcut.get("message_ts"))
+        user = str((shortcut.get("user") or {}).get("id") or "") or None
         bot.spawn(
-            bot.summarize_thread(team(shortcut, context), channel, root, respond=respond),
+            bot.summarize_thread(
+                team(shortcut, context), channel, root, user=user, respond=respond
+            ),
             name=f"slack:shortcut:{channel}:{root}",
             respond=respond,
         )

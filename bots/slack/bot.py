@@ -37,7 +37,7 @@ from pydantic import SecretStr
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack.format import split_markdown, to_mrkdwn
+from bots.slack.format import SHARE_ACTION, safe_mrkdwn, summary_blocks
 from bots.slack.history import (
     Directory,
     Identity,
@@ -46,7 +46,7 @@ from bots.slack.history import (
     is_conversation_message,
     is_own,
 )
-from bots.slack.sink import STREAM_INTERVAL, UPDATE_INTERVAL, Pacer, SlackReplySink
+from bots.slack.sink import STREAM_INTERVAL, UPDATE_INTERVAL, slack_pacers, slack_reply
 from core import (
     Author,
     ChatMessage,
@@ -56,8 +56,11 @@ from core import (
     Incoming,
     Intake,
     MessageRef,
+    PagedReply,
     ReplySink,
     Settings,
+    StructuredSummary,
+    Summary,
     bind,
     log_context,
 )
@@ -74,7 +77,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SUMMARIZE_SHORTCUT = "summarize_thread"
-SHARE_ACTION = "share_summary"
 DEFAULT_HOURS = 24.0
 MAX_HOURS = 24.0 * 7
 
@@ -214,15 +216,34 @@ class SlackBot:
         self.engine = engine
         self.client = client
         self.identity = identity
-        self.stream_interval = stream_interval
-        self.update_interval = update_interval
-        self.pacer = Pacer()
+        self._intervals = (update_interval, stream_interval)
+        self.pacers = slack_pacers(update_interval, stream_interval)
         self.directory = Directory(client, engine.cache_get, engine.cache_set, identity.team_id)
         self.reader = SlackReader(client, self.directory, identity)
         self.intake = Intake(engine, help_text=HELP.format(name=identity.name))
         # Summaries and commands other than answers run a bounded number at a time.
         self._slots = asyncio.Semaphore(settings.reply_concurrency)
         self._token = settings.slack_bot_token or SecretStr("")
+
+    @property
+    def update_interval(self) -> float:
+        """Seconds between two message edits in a channel (tests shorten it)."""
+        return self._intervals[0]
+
+    @update_interval.setter
+    def update_interval(self, seconds: float) -> None:
+        self._intervals = (seconds, self._intervals[1])
+        self.pacers = slack_pacers(*self._intervals)
+
+    @property
+    def stream_interval(self) -> float:
+        """Seconds between two appends to one native stream."""
+        return self._intervals[1]
+
+    @stream_interval.setter
+    def stream_interval(self, seconds: float) -> None:
+        self._intervals = (self._intervals[0], seconds)
+        self.pacers = slack_pacers(*self._intervals)
 
     # --- events (each returns once the message has its place in line) ----------------------
 
@@ -294,12 +315,12 @@ class SlackBot:
 
         async def transcript() -> list[ChatMessage]:
             raw = await self.reader.thread(channel, root, before=ts)
-            return await self.reader.chat_messages(raw, transcript=True)
+            return await self.reader.chat_messages(raw, transcript=True, channel=channel)
 
         async def open_sink(_incoming: Incoming) -> ReplySink:
-            sink = self._sink(channel, root, user=user or None, team=team)
-            await sink.start()
-            return sink
+            reply = self._reply(channel, root, user=user or None, team=team)
+            await reply.status("")  # "is thinking…" at once
+            return reply
 
         incoming = Incoming(
             key=key,
@@ -353,28 +374,30 @@ class SlackBot:
         channel: str,
         root: str,
         *,
-        before: str | None = None,
+        user: str | None = None,
         respond: Respond | None = None,
     ) -> None:
-        """Summary of a whole thread (read once, paginated), posted in the thread."""
-        sink = self._sink(channel, root, stream=False)
-        if respond is None:
-            await sink.start()  # asked in the thread: the bot is there, show it is working
+        """The message shortcut: a summary of a whole thread (read once, paginated), posted
+        in the thread."""
         try:
-            raw = await self.reader.thread(channel, root, before=before)
+            raw = await self.reader.thread(channel, root)
         except SlackApiError as error:
             code = error.response.get("error")
-            message = _read_refusal(code, self.identity.name)
             log.info("thread %s/%s not readable: %s", channel, root, code)
+            message = _read_refusal(code, self.identity.name)
             if respond is not None:
-                await sink.abandon()
-                await respond(text=message, response_type="ephemeral", replace_original=False)
-            else:
-                await sink.fail(message)
+                await respond(
+                    text=safe_mrkdwn(message), response_type="ephemeral", replace_original=False
+                )
             return
-        messages = await self.reader.chat_messages(raw, transcript=True)
+        reply = self._reply(channel, root, user=user, stream=False)
+        messages = await self.reader.chat_messages(raw, transcript=True, channel=channel)
         scope = ConversationKey("slack", team_id, channel, f"{root}#summary")
-        await self.engine.summarize(scope, messages, sink, heading="Thread summary")
+        summary = await self.engine.summarize(
+            scope, messages, reply, heading="Thread summary", show=False
+        )
+        if summary is not None:
+            await reply.show_summary(summary, summary.markdown())
 
     async def summarize_channel(
         self,
@@ -389,55 +412,48 @@ class SlackBot:
         """`/summarize`: the channel's recent messages, thread replies included; the result
         is shown only to the asker, with a button to share it."""
         channel = window.channel or asked_from
+
+        async def say(text: str) -> None:
+            await respond(text=safe_mrkdwn(text, user_id), replace_original=True)
+
         try:
             access = await self.reader.access(
                 user_id, channel, asked_from=asked_from, asked_from_name=asked_from_name
             )
-        except SlackApiError as error:
-            await respond(
-                text=_read_refusal(error.response.get("error"), self.identity.name),
-                replace_original=True,
-            )
-            return
-        if not access.allowed:
-            await respond(text=access.reason, replace_original=True)
-            return
-        where = f"<#{channel}>" if not channel.startswith("D") else "this conversation"
-        oldest = time.time() - window.hours * 3600
-        try:
+            if not access.allowed:
+                await say(access.reason)
+                return
+            oldest = time.time() - window.hours * 3600
             raw, notes = await self.reader.channel_window(channel, oldest)
         except SlackApiError as error:
-            await respond(
-                text=_read_refusal(error.response.get("error"), self.identity.name),
-                replace_original=True,
-            )
+            await say(_read_refusal(error.response.get("error"), self.identity.name))
             return
-        messages = await self.reader.chat_messages(raw, transcript=True)
+        where = f"<#{channel}>" if not channel.startswith("D") else "this conversation"
+        messages = await self.reader.chat_messages(raw, transcript=True, channel=channel)
         if not messages:
-            await respond(
-                text=f"Nothing was said in {where} in the {window.label}.", replace_original=True
-            )
+            await say(f"Nothing was said in {where} in the {window.label}.")
             return
         scope = ConversationKey("slack", team_id, channel, f"#window:{window.hours:g}h")
         collected = CollectingSink()
         title = f"#{access.name} — {window.label}" if not channel.startswith("D") else window.label
-        markdown = await self.engine.summarize(scope, messages, collected, heading=title)
-        if markdown is None:
-            await respond(
-                text=f":warning: {collected.error or collected.text}", replace_original=True
-            )
+        summary = await self.engine.summarize(scope, messages, collected, heading=title, show=False)
+        if summary is None:
+            await say(f":warning: {collected.error or collected.text}")
             return
-        if notes:
-            markdown += "\n\n" + " ".join(f"_{note}_" for note in notes)
         share_id = secrets.token_urlsafe(12)
-        record = json.dumps({"channel": channel, "markdown": markdown, "user": user_id})
-        await self.engine.cache_set("slack-summary", share_id, record, 24 * 3600)
-        await respond(
-            text=to_mrkdwn(markdown),
-            blocks=summary_blocks(markdown, share_id=share_id),
-            response_type="ephemeral",
-            replace_original=True,
+        record = json.dumps(
+            {
+                "channel": channel,
+                "user": user_id,
+                "title": summary.title,
+                "count": summary.count,
+                "data": summary.data.model_dump(),
+                "notes": notes,
+            }
         )
+        await self.engine.cache_set("slack-summary", share_id, record, 24 * 3600)
+        text, blocks = summary_blocks(summary, notes, share_id=share_id)
+        await respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=True)
 
     async def share_summary(self, share_id: str, user_id: str, respond: Respond) -> None:
         """The asker chose to share their `/summarize` result in the channel."""
@@ -452,9 +468,21 @@ class SlackBot:
             # Only the asker saw it (it was ephemeral); nobody else may publish it.
             await respond(text="Only the person who asked for this summary can share it.")
             return
-        markdown = f"{record['markdown']}\n\n_Shared by <@{user_id}> with /summarize_"
+        summary = Summary(
+            StructuredSummary.model_validate(record["data"]), record["title"], record["count"]
+        )
+        notes = [*record.get("notes", []), f"Shared by <@{user_id}> with /summarize"]
+        text, blocks = summary_blocks(summary, notes, shared_by=user_id)
         try:
-            await self._post(record["channel"], None, markdown)
+            posted = await self.client.chat_postMessage(
+                channel=record["channel"],
+                text=text,
+                blocks=blocks,
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+            ident = f"{record['channel']}:{posted['ts']}"
+            await self.engine.cache_set("slack-summary-post", ident, "1", 30 * 86_400)
         except SlackApiError as error:
             await respond(
                 text=_read_refusal(error.response.get("error"), self.identity.name),
@@ -482,7 +510,7 @@ class SlackBot:
 
     # --- plumbing -----------------------------------------------------------------------
 
-    def _sink(
+    def _reply(
         self,
         channel: str,
         thread_ts: str,
@@ -490,25 +518,29 @@ class SlackBot:
         user: str | None = None,
         team: str | None = None,
         stream: bool = True,
-    ) -> SlackReplySink:
-        return SlackReplySink(
+    ) -> PagedReply:
+        reply = slack_reply(
             self.client,
+            self.pacers,
             channel=channel,
             thread_ts=thread_ts,
-            recipient_user=user,
-            recipient_team=team,
+            user=user,
+            team=team or self.identity.team_id,
             stream=stream,
-            pacer=self.pacer,
-            stream_interval=self.stream_interval,
-            update_interval=self.update_interval,
+            resolve=self.directory.known,
         )
+        reply.after_finish.append(self._remember_summary)
+        return reply
 
-    async def _post(self, channel: str, thread_ts: str | None, markdown: str) -> None:
-        for piece in split_markdown(markdown, 3900):
-            args: dict[str, Any] = {"channel": channel, "text": to_mrkdwn(piece)}
-            if thread_ts:
-                args["thread_ts"] = thread_ts
-            await self.client.chat_postMessage(**args, unfurl_links=False, unfurl_media=False)
+    async def _remember_summary(self, reply: PagedReply) -> None:
+        """The bot's summaries stay out of later summaries' transcripts."""
+        if reply.summary is None:
+            return
+        surface = reply.surface
+        for ts in getattr(surface, "ts", []):
+            await self.engine.cache_set(
+                "slack-summary-post", f"{getattr(surface, 'channel', '')}:{ts}", "1", 30 * 86_400
+            )
 
     def spawn(
         self, work: Coroutine[Any, Any, None], *, name: str, respond: Respond | None = None
@@ -532,31 +564,6 @@ class SlackBot:
     async def shutdown(self, grace: float) -> None:
         """Stop taking work; answers in flight get `grace` seconds, then a restart note."""
         await self.engine.drain(grace)
-
-
-def summary_blocks(markdown: str, *, share_id: str | None = None) -> list[dict[str, Any]]:
-    """Block Kit for an ephemeral summary: mrkdwn sections (≤ 3,000 characters each) and a
-    "Share in channel" button."""
-    blocks: list[dict[str, Any]] = []
-    for piece in split_markdown(markdown, 2400)[:45]:
-        text = to_mrkdwn(piece)[:3000]
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
-    if share_id is not None:
-        blocks.append(
-            {
-                "type": "actions",
-                "elements": [
-                    {
-                        "type": "button",
-                        "action_id": SHARE_ACTION,
-                        "text": {"type": "plain_text", "text": "Share in channel"},
-                        "style": "primary",
-                        "value": share_id,
-                    }
-                ],
-            }
-        )
-    return blocks
 
 
 def _oops(error_id: str) -> str:

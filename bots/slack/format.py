@@ -1,16 +1,10 @@
 """Text both ways between the model and Slack.
 
-Out (model Markdown → Slack):
-
-* `to_mrkdwn` for `text` / `chat.update` (Slack's own mrkdwn dialect, through the maintained
-  `slackify-markdown` converter), `safe_markdown` for the streaming API's `markdown_text`
-  (Slack renders standard Markdown there). Both neutralise broadcast pings: `<!channel>`,
-  `<!here>`, `<!everyone>`, `<!subteam^…>` and the plain `@channel` / `@here` / `@everyone`.
-* `split_markdown` cuts a long answer into message-sized parts without breaking a code
-  block (a block cut in two is closed at the end of one part and reopened at the start of
-  the next, with its language).
-* `held_back` tells a streaming sender how much of the tail to keep until more text arrives,
-  so a ping split across two deltas (`<!he` + `re>`) is still recognised.
+Out (model Markdown → Slack): `to_mrkdwn` converts to Slack's mrkdwn dialect (for `text`
+and `chat.update`, through the maintained `slackify-markdown` converter); `summary_blocks`
+renders a summary (data) as Block Kit. Pages, pacing and mention safety are core's
+(`core.PagedReply`, `core.defuse`), applied on the exact text sent; `safe_mrkdwn` is that
+last step for the few texts that are not a streamed reply (ephemeral answers).
 
 In (Slack → model): `mention_ids` and `to_plain` turn Slack's markup (`<@U…>`, `<#C…|name>`,
 `<url|label>`, `&amp;`) into the plain text the model reads.
@@ -19,41 +13,25 @@ In (Slack → model): `mention_ids` and `to_plain` turn Slack's markup (`<@U…>
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import cast
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 from slackify_markdown import slackify_markdown  # type: ignore[import-untyped]
 
+from core import Summary, defuse, split_pages
+
 __all__ = [
-    "Fence",
-    "held_back",
+    "SHARE_ACTION",
     "mention_ids",
-    "open_fence",
-    "safe_markdown",
-    "split_markdown",
+    "safe_mrkdwn",
+    "summary_blocks",
     "to_mrkdwn",
     "to_plain",
 ]
 
-# U+2060 WORD JOINER: invisible, keeps the word together, and breaks Slack's parsing of a
-# ping without changing what the reader sees.
-_JOIN = "\u2060"
-_PINGS = ("channel", "here", "everyone")
+SHARE_ACTION = "share_summary"
+
 _SPECIAL = re.compile(r"<!([^>\n]*)>")
-_PLAIN_PING = re.compile(r"(?<![\w@])@(channel|here|everyone)\b", re.IGNORECASE)
-
-
-def _no_plain_pings(text: str) -> str:
-    return _PLAIN_PING.sub(lambda m: "@" + _JOIN + m.group(1), text)
-
-
-def safe_markdown(text: str) -> str:
-    """Markdown for `markdown_text`, with every broadcast ping made inert."""
-    text = _SPECIAL.sub(lambda m: "<" + _JOIN + "!" + m.group(1) + ">", text)
-    return _no_plain_pings(text)
-
-
 _CODE = re.compile(r"```.*?```|`[^`\n]+`", re.DOTALL)
 _PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")
 
@@ -63,11 +41,12 @@ def _escape(text: str) -> str:
 
 
 def to_mrkdwn(markdown: str) -> str:
-    """Standard Markdown (as models write it) → Slack mrkdwn, pings neutralised.
+    """Standard Markdown (as models write it) → Slack mrkdwn.
 
     The converter escapes `&`, `<` and `>` in text but keeps Slack control sequences such
     as `<!here>` and leaves code as it is; here the special sequences are shown as text and
-    code is escaped too (Slack unescapes it for display)."""
+    code is escaped too (Slack unescapes it for display). This is formatting only: mention
+    safety is applied after it, on the exact text sent (`core.defuse`)."""
     if not markdown.strip():
         return ""
     specials: list[str] = []
@@ -79,109 +58,79 @@ def to_mrkdwn(markdown: str) -> str:
     source = _SPECIAL.sub(keep, markdown.replace("\ue000", "").replace("\ue001", ""))
     converted = cast(str, slackify_markdown(source)).strip("\n")
     converted = _CODE.sub(lambda m: _escape(m.group(0)), converted)
-    converted = _PLACEHOLDER.sub(
+    return _PLACEHOLDER.sub(
         lambda m: "&lt;!" + _escape(specials[int(m.group(1))]) + "&gt;", converted
     )
-    return _no_plain_pings(converted)
 
 
-def held_back(text: str) -> int:
-    """How many characters at the end of `text` to keep back while streaming: the start of
-    something that could still become a ping once the next delta arrives."""
-    tail_start = max(0, len(text) - 80)
-    tail = text[tail_start:]
-    hold = 0
-    angle = tail.rfind("<")
-    if angle != -1 and ">" not in tail[angle:] and "\n" not in tail[angle:]:
-        hold = len(tail) - angle
-    at = tail.rfind("@")
-    if at != -1:
-        word = tail[at + 1 :].lower()
-        if any(p.startswith(word) for p in _PINGS):
-            hold = max(hold, len(tail) - at)
-    return hold
+def safe_mrkdwn(markdown: str, user: str | None = None) -> str:
+    """Markdown as Slack text that pings nobody (but `user`): for ephemeral answers and
+    the like that do not go through a streamed reply."""
+    return defuse(to_mrkdwn(markdown), [user] if user else [])
 
 
-# --- code-fence aware splitting ------------------------------------------------------------
+# --- summaries as Block Kit ----------------------------------------------------------------
 
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
-
-
-@dataclass(frozen=True, slots=True)
-class Fence:
-    """An open code fence: its marker (```` ``` ```` or `~~~`, possibly longer) and info."""
-
-    marker: str
-    info: str
-
-    @property
-    def opening(self) -> str:
-        return f"{self.marker}{self.info}"
-
-    @property
-    def closing(self) -> str:
-        return self.marker
+_SECTION_MAX = 2900  # Slack allows 3,000 characters of text in a section
 
 
-def open_fence(text: str, start: Fence | None = None) -> Fence | None:
-    """The code fence still open at the end of `text` (None when outside code). `start`
-    is the fence already open before `text` begins."""
-    fence = start
-    for line in text.split("\n"):
-        match = _FENCE.match(line)
-        if not match:
-            continue
-        marker, info = match.group(1), match.group(2).strip()
-        if fence is None:
-            if marker[0] == "`" and "`" in info:
-                continue  # not a fence: backticks in a backtick fence's info string
-            fence = Fence(marker, info)
-        elif marker[0] == fence.marker[0] and len(marker) >= len(fence.marker) and not info:
-            fence = None
-    return fence
+def _sections(markdown: str) -> list[dict[str, Any]]:
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": safe_mrkdwn(page)}}
+        for page in split_pages(markdown, _SECTION_MAX - 300)
+    ]
 
 
-def best_cut(text: str, limit: int, *, floor: int = 0) -> int:
-    """Where to cut `text` so the head is at most `limit` long: the last paragraph break,
-    else line break, else space in the second half of the window; else exactly `limit`.
-    The cut is never before `floor`."""
-    if len(text) <= limit:
-        return len(text)
-    low = max(floor, limit // 2)
-    window = text[:limit]
-    for separator in ("\n\n", "\n", " "):
-        at = window.rfind(separator, low)
-        if at > 0 and at >= floor:
-            return at + len(separator)
-    return max(limit, floor)
-
-
-def split_markdown(text: str, limit: int) -> list[str]:
-    """Split Markdown into parts of at most `limit` characters (for `limit` ≥ 64), closing a
-    code block at the end of a part and reopening it in the next."""
-    if limit < 64:
-        raise ValueError("limit too small to split Markdown safely")
-    parts: list[str] = []
-    fence: Fence | None = None
-    rest = text
-    while True:
-        prefix = fence.opening + "\n" if fence is not None else ""
-        budget = limit - len(prefix)
-        if len(rest) <= budget:
-            parts.append(prefix + rest)
-            break
-        # Room for a closing fence ("\n" + up to a long marker) if the cut lands in code.
-        cut = best_cut(rest, budget - 12)
-        head, rest = rest[:cut], rest[cut:]
-        after = open_fence(head, fence)
-        if after is not None:
-            head = head.rstrip("\n") + "\n" + after.closing
-        else:
-            head = head.rstrip()
-            rest = rest.lstrip("\n")
-        parts.append(prefix + head)
-        fence = after
-    return [part for part in parts if part.strip()]
+def summary_blocks(
+    summary: Summary,
+    notes: Sequence[str] = (),
+    *,
+    share_id: str | None = None,
+    shared_by: str | None = None,
+) -> tuple[str, list[dict[str, Any]]]:
+    """A summary (data) as Block Kit: a header, TL;DR, decisions, action items and open
+    questions as sections, notes as context, and a "Share in channel" button when
+    `share_id` is given. Returns (fallback text, blocks)."""
+    data = summary.data
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": defuse(summary.title)[:150]}}
+    ]
+    blocks += _sections(f"**TL;DR:** {data.tldr}")
+    if data.decisions:
+        blocks += _sections("**Decisions**\n" + "\n".join(f"- {d}" for d in data.decisions))
+    if data.action_items:
+        items = [
+            f"- **{a.owner or 'Someone'}**: {a.task}" + (f" (due {a.due})" if a.due else "")
+            for a in data.action_items
+        ]
+        blocks += _sections("**Action items**\n" + "\n".join(items))
+    if data.open_questions:
+        blocks += _sections(
+            "**Open questions**\n" + "\n".join(f"- {q}" for q in data.open_questions)
+        )
+    if notes:
+        allowed = [shared_by] if shared_by else []
+        text = defuse(" ".join(_escape(n) if "<@" not in n else n for n in notes), allowed)
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
+    if share_id is not None:
+        blocks.append(
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": SHARE_ACTION,
+                        "text": {"type": "plain_text", "text": "Share in channel"},
+                        "style": "primary",
+                        "value": share_id,
+                    }
+                ],
+            }
+        )
+    # The message's text (notifications, search, screen readers) is the whole summary.
+    markdown = summary.markdown() + "".join(f"\n\n_{note}_" for note in notes)
+    fallback = defuse(to_mrkdwn(markdown), [shared_by] if shared_by else [])
+    return fallback, blocks[:50]
 
 
 # --- Slack → model -----------------------------------------------------------------------
@@ -201,7 +150,7 @@ def _special(match: re.Match[str]) -> str:
     kind, _arg, label = match.group(1), match.group(2), match.group(3)
     if label:
         return label
-    return f"@{kind}" if kind in _PINGS else ""
+    return f"@{kind}" if kind in ("channel", "here", "everyone") else ""
 
 
 def _link(match: re.Match[str]) -> str:

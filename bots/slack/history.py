@@ -42,8 +42,6 @@ CONVERSATION_SUBTYPES = frozenset(
     {None, "file_share", "thread_broadcast", "me_message", "bot_message"}
 )
 
-#: What follows the heading of the bot's own summary posts (their mrkdwn TL;DR line).
-SUMMARY_MARK = "\n\n*TL;DR:*"
 SUMMARY_WORDS = frozenset({"summarize", "summarise", "summary", "tldr", "tl;dr"})
 
 #: Page size for conversations.replies / conversations.history (Slack suggests ≤ 200).
@@ -89,6 +87,10 @@ class Directory:
         self.team_id = team_id
         self._local: dict[str, tuple[str, float]] = {}
 
+    async def remembered(self, namespace: str, ident: str) -> bool:
+        """Is `ident` in the engine's shared cache under `namespace`?"""
+        return await self._cache_get(namespace, ident) is not None
+
     async def name(self, user_id: str) -> str:
         now = time.monotonic()
         hit = self._local.get(user_id)
@@ -103,6 +105,12 @@ class Directory:
             self._local.clear()
         self._local[user_id] = (name, now + 600)
         return name
+
+    def known(self, user_id: str) -> str | None:
+        """The display name if this process knows it already (no lookup): for naming
+        people the bot must not ping."""
+        hit = self._local.get(user_id)
+        return hit[0] if hit is not None else None
 
     async def names(self, user_ids: Iterable[str]) -> dict[str, str]:
         return {uid: await self.name(uid) for uid in dict.fromkeys(user_ids)}
@@ -275,7 +283,11 @@ class SlackReader:
         return str(user), await self.directory.name(str(user)), bool(message.get("bot_id"))
 
     async def chat_messages(
-        self, messages: Sequence[Mapping[str, Any]], *, transcript: bool = False
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        transcript: bool = False,
+        channel: str = "",
     ) -> list[ChatMessage]:
         """Slack messages → engine history: the bot's own as assistant turns, everyone
         else's as user turns with their name; files become a note. A `transcript` (for a
@@ -284,7 +296,7 @@ class SlackReader:
         for message in messages:
             if not is_conversation_message(message):
                 continue
-            if transcript and self._about_summaries(message):
+            if transcript and await self._about_summaries(message, channel):
                 continue
             ts = str(message.get("ts") or "")
             text = await self.plain_text(message)
@@ -303,12 +315,14 @@ class SlackReader:
             out.append(entry)
         return out
 
-    def _about_summaries(self, message: Mapping[str, Any]) -> bool:
+    async def _about_summaries(self, message: Mapping[str, Any], channel: str) -> bool:
+        """The bot's own summaries (it remembers which messages it posted as such) and the
+        requests for them are left out of a summary's transcript."""
         text = str(message.get("text") or "")
         if is_own(message, self.identity):
-            # "*Thread summary*" or "*#general — last 24 hours*", then the TL;DR line
-            head = text[:400]
-            return text.startswith("*") and (SUMMARY_MARK in head or "\n\n**TL;DR:**" in head)
+            channel = str(message.get("channel") or channel)
+            ident = f"{channel}:{message.get('ts')}"
+            return await self.directory.remembered("slack-summary-post", ident)
         mention = f"<@{self.identity.bot_user_id}>"
         if not text.lstrip().startswith(mention):
             return False

@@ -18,6 +18,7 @@ from core.outbound.pages import (
     settled_pages,
     split_pages,
 )
+from core.outbound.stream import NativeStream, PagedReply, Surface, SurfaceExpired
 
 __all__ = [
     "MIN_LIMIT",
@@ -25,12 +26,16 @@ __all__ = [
     "Fence",
     "Kind",
     "MentionGuard",
+    "NativeStream",
     "Page",
     "PageStream",
+    "PagedReply",
     "Permit",
     "Rate",
     "RateReport",
     "Resolver",
+    "Surface",
+    "SurfaceExpired",
     "WritePacer",
     "defuse",
     "open_fence",

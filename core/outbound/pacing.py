@@ -112,6 +112,7 @@ class _Budget:
     in_flight: int = 0  # granted, not yet reported
     window: int = 0
     bucket: str | None = None
+    learned: bool = False  # the platform reported this budget at least once
     queue: dict[Hashable, _Request] = field(default_factory=dict)
     timer: asyncio.TimerHandle | None = None
 
@@ -164,7 +165,9 @@ class WritePacer:
 
     `default`: the budget until the platform reports one. `margin`: seconds added to every
     window end and refusal, for the time a request travels. `reserve`: the share of each
-    window interim edits leave to first and final writes."""
+    window interim edits leave to first and final writes. `probe`: until the platform has
+    reported a key's budget once, only one write at a time goes (no burst before the real
+    budget is known)."""
 
     def __init__(
         self,
@@ -173,8 +176,10 @@ class WritePacer:
         margin: float = 0.05,
         reserve: float = 0.2,
         max_idle_keys: int = 1024,
+        probe: bool = False,
     ) -> None:
         self.default = default
+        self.probe = probe
         self.margin = margin
         self.reserve = reserve
         self.max_idle_keys = max_idle_keys
@@ -256,10 +261,17 @@ class WritePacer:
             if idle and (budget.reset_at is None or budget.reset_at <= now):
                 del self._budgets[key]
 
+    def observe(self, key: str, report: RateReport) -> None:
+        """What the platform said about `key`'s budget, seen outside a permit (a client
+        library's own request hook)."""
+        self._learn(self._budget(key), report)
+
     def _learn(self, budget: _Budget, report: RateReport | None) -> None:
         now = asyncio.get_running_loop().time()
         self._roll(budget, now)
         if report is not None:
+            first = not budget.learned  # the first word on this budget replaces the default
+            budget.learned = True
             if report.bucket is not None:
                 budget.bucket = report.bucket
             if report.limit is not None and report.limit >= 1:
@@ -271,7 +283,7 @@ class WritePacer:
             if report.remaining is not None:
                 # Writes still in flight may not be counted in the report yet.
                 estimate = max(0, report.remaining - budget.in_flight)
-                budget.remaining = min(budget.remaining, estimate)
+                budget.remaining = estimate if first else min(budget.remaining, estimate)
                 if budget.reset_at is None and budget.remaining < budget.limit:
                     budget.reset_at = now + budget.per + self.margin
             if report.retry_after is not None:
@@ -305,6 +317,9 @@ class WritePacer:
                 continue
             if now < budget.blocked_until:
                 wake = budget.blocked_until
+                break
+            if self.probe and not budget.learned and budget.in_flight >= 1:
+                wake = now + budget.per  # a report (or this) wakes it
                 break
             if budget.remaining <= 0:
                 wake = budget.reset_at
