@@ -4,7 +4,6 @@ fake CometAPI. Everything is asserted as a user in the server would see it."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import re
 from collections.abc import AsyncIterator
 
