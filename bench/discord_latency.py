@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
+import os
 import statistics
 import threading
 import time
@@ -42,6 +44,11 @@ T = TypeVar("T")
 def _streaming_answer(request: Any) -> Any:  # pragma: no cover - runs in the child
     from tests.fakes.cometapi import Reply
 
+    asked = request.last_user_text
+    if "instant" in asked:
+        return Reply("Here you are: done.")
+    if "one-second" in asked:
+        return Reply(" ".join(f"part{i}" for i in range(40)), chunks=10, chunk_delay=0.1)
     text = " ".join(f"word{i}" for i in range(200))
     return Reply(text, chunks=50, chunk_delay=0.1)
 
@@ -147,6 +154,7 @@ async def main(commands: int, channels: int, interval: float) -> None:
                     async with bot:
                         runner = asyncio.create_task(bot.start(TOKEN))
                         await asyncio.wait_for(bot.wait_until_ready(), 20)
+                        await mentions_in_one_channel(bot, dc, fake_thread, quiet, people)
                         single = await one_at_a_time(bot, dc, fake_thread, quiet, people)
                         await measure(
                             bot, dc, fake_thread, rooms, people, commands, interval, single
@@ -157,6 +165,78 @@ async def main(commands: int, channels: int, interval: float) -> None:
                 await engine.close()
         await fake_thread.run(dc.stop())
     fake_thread.stop()
+
+
+async def mentions_in_one_channel(
+    bot: Any, dc: Any, fake: LoopThread, channels: list[Any], people: list[Any]
+) -> None:
+    """Mentions in one channel against Discord's per-channel buckets (5 creates and 5
+    edits per 5 s, announced in rate-limit headers): first, 30 one after another with an
+    instant model; then 20 people at once, each answer streamed for a second."""
+    me = bot.user.id
+    first, crowd = channels[0], channels[1]
+
+    async def ask(channel: Any, person: Any, text: str) -> tuple[int, float]:
+        def send() -> tuple[dict[str, Any], float]:
+            payload = dc.message(channel, f"<@{me}> {text}", person)
+            return payload, dc.now()
+
+        payload, at = await fake.call(send)
+        await fake.run(dc.dispatch("MESSAGE_CREATE", payload))
+        return int(payload["id"]), at
+
+    def replies(channel: Any) -> dict[int, list[float]]:
+        """Write times of each bot message, by the question it answers."""
+        by_message: dict[int, list[float]] = {}
+        for write in dc.writes:
+            if write.channel_id == channel.id and write.kind in ("create", "edit"):
+                by_message.setdefault(write.message_id, []).append(write.time)
+        out: dict[int, list[float]] = {}
+        for message in dc.messages(channel):
+            if message.author_id == me and message.reference_id is not None:
+                out[message.reference_id] = sorted(by_message.get(message.id, []))
+        return out
+
+    firsts: list[float] = []
+    for i in range(30):
+        question, at = await ask(first, people[i % len(people)], f"instant question {i}")
+        await poll(lambda q=question: fake.call(lambda: bool(replies(first).get(q))), 0.002)
+        await poll(lambda: idle(bot), 0.005)
+        firsts.append(await fake.call(lambda q=question: replies(first)[q][0]) - at)
+    asked = await asyncio.gather(
+        *(ask(crowd, people[i], f"one-second question {i}") for i in range(20))
+    )
+    started = min(at for _q, at in asked)
+    await poll(lambda: idle(bot), 0.05)
+    done = await fake.call(lambda: replies(crowd))
+    finals = [max(done[q]) - started for q, _at in asked if done.get(q)]
+    if os.environ.get("BENCH_DEBUG"):
+        creates = await fake.call(
+            lambda: sorted(
+                round(w.time - started, 2)
+                for w in dc.writes
+                if w.channel_id == crowd.id and w.kind == "create"
+            )
+        )
+        print("  creates at", creates)
+    refused = await fake.call(lambda: sum(1 for c in dc.calls if c.status == 429))
+    complete = await fake.call(
+        lambda: sum(
+            1
+            for m in dc.messages(crowd)
+            if m.author_id == me and m.content.rstrip().endswith("part39")
+        )
+    )
+    # Each of 20 answers needs one message created; 5 creates per 5 s means the last
+    # create cannot come before 15 s after the first (it then carries the final text).
+    bound = (math.ceil(20 / 5) - 1) * 5.0
+    print("Discord: mentions in one channel (per-channel buckets 5 per 5 s, from headers):")
+    print(f"  30 one after another, instant model: first text {summary_ms(firsts)}")
+    print(
+        f"  20 at once, 1 s answers: {complete}/20 complete; last final text after "
+        f"{max(finals):.1f} s (least the budget allows: ~{bound:.0f} s); "
+        f"final text p50 {statistics.median(finals):.1f} s; {refused} responses were 429"
+    )
 
 
 async def one_at_a_time(

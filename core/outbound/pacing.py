@@ -263,10 +263,11 @@ class WritePacer:
 
     def observe(self, key: str, report: RateReport) -> None:
         """What the platform said about `key`'s budget, seen outside a permit (a client
-        library's own request hook)."""
-        self._learn(self._budget(key), report)
+        library's own request hook, as the response of one write still in flight arrives:
+        that write is counted in the report already)."""
+        self._learn(self._budget(key), report, counted=1)
 
-    def _learn(self, budget: _Budget, report: RateReport | None) -> None:
+    def _learn(self, budget: _Budget, report: RateReport | None, counted: int = 0) -> None:
         now = asyncio.get_running_loop().time()
         self._roll(budget, now)
         if report is not None:
@@ -282,7 +283,7 @@ class WritePacer:
                 budget.reset_at = max(budget.reset_at or reset, reset)
             if report.remaining is not None:
                 # Writes still in flight may not be counted in the report yet.
-                estimate = max(0, report.remaining - budget.in_flight)
+                estimate = max(0, report.remaining - max(0, budget.in_flight - counted))
                 budget.remaining = estimate if first else min(budget.remaining, estimate)
                 if budget.reset_at is None and budget.remaining < budget.limit:
                     budget.reset_at = now + budget.per + self.margin
