@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from core.store import KeyedLocks
     from core.summaries import ActionItem, StructuredSummary
     from core.summary_cache import Summary
+    from core.tools import tool
+    from core.tools.approval import ApprovalCard, ApprovalUI, Decision
     from core.types import (
         Attachment,
         Author,
@@ -60,6 +62,8 @@ __all__ = [
     "RESTARTING",
     "ActionItem",
     "Admission",
+    "ApprovalCard",
+    "ApprovalUI",
     "Attachment",
     "Author",
     "ChatMessage",
@@ -67,6 +71,7 @@ __all__ = [
     "Command",
     "ConfigError",
     "ConversationKey",
+    "Decision",
     "Engine",
     "Fetch",
     "GatewayReport",
@@ -105,10 +110,15 @@ __all__ = [
     "parse_command",
     "probe_targets",
     "split_pages",
+    "tool",
 ]
 
 # Loaded on first use, so `teambot --version` (or an adapter) imports only what it needs.
 _WHERE: dict[str, str] = {
+    "ApprovalCard": "core.tools.approval",
+    "ApprovalUI": "core.tools.approval",
+    "Decision": "core.tools.approval",
+    "tool": "core.tools",
     "ActionItem": "core.summaries",
     "StructuredSummary": "core.summaries",
     "Summary": "core.summary_cache",
@@ -146,7 +156,7 @@ _WHERE: dict[str, str] = {
     "RESTARTING": "core.failures",
     "ReplySink": "core.sink",
     "Settings": "core.settings",
-    "UsageReport": "core.engine",
+    "UsageReport": "core.ledger",
     "bind": "core.logs",
     "configure_logging": "core.logs",
     "inspect_mcp": "core.diagnostics",

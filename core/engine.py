@@ -23,6 +23,7 @@ import httpx
 from redis.exceptions import RedisError
 
 from core import metrics
+from core.approval_flow import ApprovalMixin, Asking
 from core.attachments import user_message
 from core.failures import (
     LOST_TURN,
@@ -31,9 +32,12 @@ from core.failures import (
     BudgetExceeded,
     error_class,
     failure_message,
+    fenced,
+    guard,
     oops,
+    safe_fail,
 )
-from core.ledger import Ledger, UsageRecord, utc_day
+from core.ledger import Ledger, UsageRecord, UsageReport, utc_day
 from core.logs import bind
 from core.memory import History, RollingSummary
 from core.providers.base import (
@@ -53,7 +57,9 @@ from core.store import Store, connect_store
 from core.summaries import BrokenSummary, Summarizer
 from core.summary_cache import SummaryMixin
 from core.tokens import estimate_text, split_for_budget
-from core.tools import BUILTIN_TOOLS, ToolContext, ToolRegistry, run_tool_calls
+from core.tools import BUILTIN_TOOLS, ToolContext, ToolRegistry
+from core.tools.approval import Approvals, PausedTurn
+from core.tools.approval import Outcome as Decided
 from core.types import ChatMessage, ConversationKey, Incoming, ToolCall
 
 if TYPE_CHECKING:
@@ -74,39 +80,6 @@ class Outcome(StrEnum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True, slots=True)
-class UsageReport:
-    tenant: str
-    day: str
-    rows: list[UsageRecord]
-    budget: float | None
-
-    @property
-    def total_cost(self) -> float:
-        return sum(r.cost_usd for r in self.rows)
-
-    def by_route(self, route: str) -> tuple[int, int, float]:
-        rows = [r for r in self.rows if r.route == route]
-        return (
-            sum(r.input_tokens for r in rows),
-            sum(r.output_tokens for r in rows),
-            sum(r.cost_usd for r in rows),
-        )
-
-    def render(self) -> str:
-        lines = [f"**Usage today ({self.day}, UTC)**"]
-        for route in ("dialogue", "summary"):
-            tokens_in, tokens_out, cost = self.by_route(route)
-            lines.append(
-                f"- {route.capitalize()}: {tokens_in:,} in / {tokens_out:,} out tokens, ${cost:.4f}"
-            )
-        total = f"- Total: ${self.total_cost:.4f}"
-        if self.budget is not None:
-            total += f" of a ${self.budget:.2f} daily budget"
-        lines.append(total)
-        return "\n".join(lines)
-
-
 @dataclass
 class _Turn:
     """What one dialogue turn produced."""
@@ -116,7 +89,7 @@ class _Turn:
     finish: str = "stop"
 
 
-class Engine(SummaryMixin):
+class Engine(SummaryMixin, ApprovalMixin):
     def __init__(
         self,
         settings: Settings,
@@ -131,6 +104,7 @@ class Engine(SummaryMixin):
         self.memory = History(store, settings)
         self.line = Line(store, settings)
         self.ledger = Ledger(store, settings)
+        self.approvals = Approvals(store, self.line, settings)
         self.router = router
         self.tools = tools
         self._http = http
@@ -193,7 +167,7 @@ class Engine(SummaryMixin):
             work.close()
             log.warning("shutting down: %s not started", name)
             return None
-        task = asyncio.create_task(_guard(work, name), name=name)
+        task = asyncio.create_task(guard(work, name), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -253,7 +227,7 @@ class Engine(SummaryMixin):
             )
         except RedisError as error:
             log.error("memory store failed while admitting a message: %s", error)
-            await _safe_fail(sink, MEMORY_DOWN)
+            await safe_fail(sink, MEMORY_DOWN)
             return Outcome.FAILED
         if isinstance(admitted, Admission):
             log.info("duplicate event %s ignored", incoming.event_id)
@@ -269,10 +243,18 @@ class Engine(SummaryMixin):
             await self.line.leave(admitted)
             await self.line.done(admitted, handled=False)  # no-op once answered
 
-    async def answer(self, incoming: Incoming, sink: ReplySink, ticket: Ticket) -> Outcome:
+    async def answer(
+        self,
+        incoming: Incoming,
+        sink: ReplySink,
+        ticket: Ticket,
+        *,
+        resume: tuple[PausedTurn, Decided, str | None] | None = None,
+    ) -> Outcome:
         """Answer `incoming`, whose turn `ticket` holds. Always ends the sink with `finish`
         or `fail`. If the turn's lease is lost meanwhile, the answer stops at once, writes
-        nothing to memory and says so in one line."""
+        nothing to memory and says so in one line. `resume`: finish a turn that was paused
+        for approval (by another process), with the person's decision."""
         platform = incoming.key.platform
         bind(conversation=str(incoming.key), event_id=incoming.event_id, platform=platform)
         delivered = False
@@ -281,24 +263,28 @@ class Engine(SummaryMixin):
         metrics.INFLIGHT.inc()
         try:
             timed.start()
-            outcome = await _fenced(self._answer(incoming, timed, ticket), ticket)
+            outcome = await fenced(self._answer(incoming, timed, ticket, resume), ticket)
             delivered = True
         except LeaseLost:
             metrics.ERRORS.labels("lease_lost").inc()
-            delivered = await _safe_fail(sink, LOST_TURN)
+            delivered = await safe_fail(sink, LOST_TURN)
         except asyncio.CancelledError:
+            if ticket.paused:  # waiting for approval: another process will finish it
+                log.warning("reply paused for approval, left for another process")
+                delivered = True
+                raise
             log.warning("reply cancelled (shutting down)")
-            delivered = await _safe_fail(sink, RESTARTING, shielded=True)
+            delivered = await safe_fail(sink, RESTARTING, shielded=True)
             raise
         except RedisError as error:
             log.error("memory store failed while answering: %s", error)
             metrics.ERRORS.labels("memory").inc()
-            delivered = await _safe_fail(sink, MEMORY_DOWN)
+            delivered = await safe_fail(sink, MEMORY_DOWN)
         except Exception:
             error_id = secrets.token_hex(3)
             log.exception("unexpected error while answering (error id %s)", error_id)
             metrics.ERRORS.labels("internal").inc()
-            delivered = await _safe_fail(sink, oops(error_id))
+            delivered = await safe_fail(sink, oops(error_id))
         finally:
             metrics.INFLIGHT.dec()
             metrics.REPLIES.labels(platform, outcome).inc()
@@ -309,19 +295,38 @@ class Engine(SummaryMixin):
             await self.line.done(ticket, handled=delivered)
         return outcome
 
-    async def _answer(self, incoming: Incoming, sink: ReplySink, ticket: Ticket) -> Outcome:
+    async def _answer(
+        self,
+        incoming: Incoming,
+        sink: ReplySink,
+        ticket: Ticket,
+        resume: tuple[PausedTurn, Decided, str | None] | None = None,
+    ) -> Outcome:
         key = incoming.key
-        message, notes = await user_message(incoming, self.settings.max_attachment_bytes)
-        history, rolling = await self._fitted_history(key)
-        system = self._system_prompt(rolling)
         context = ToolContext(
             key=key,
             author=incoming.author,
             summarize=lambda: self.summarize_conversation(key),
         )
         turn = _Turn()
+        start = 0
+        if resume is None:
+            message, notes = await user_message(incoming, self.settings.max_attachment_bytes)
+        else:
+            paused, decided, by = resume
+            message, notes = paused.user_message, []
+            turn.messages = list(paused.turn_messages)
+            turn.messages += await self._settled(
+                paused.calls, set(paused.needing), decided, by, context
+            )
+            start = paused.round_number + 1
+        history, rolling = await self._fitted_history(key)
+        system = self._system_prompt(rolling)
+        asking = Asking(incoming, message, ticket)
         try:
-            await self._converse(key, system, [*history, message], sink, context, turn)
+            await self._converse(
+                key, system, [*history, message], sink, context, turn, start, asking
+            )
         except (ProviderError, BudgetExceeded, BrokenSummary) as error:
             metrics.ERRORS.labels(error_class(error)).inc()
             await self.memory.append(key, [message, *turn.messages], fence=ticket)
@@ -358,10 +363,12 @@ class Engine(SummaryMixin):
         sink: ReplySink,
         context: ToolContext,
         turn: _Turn,
+        start: int = 0,
+        asking: Asking | None = None,
     ) -> None:
         specs = self.tools.specs()
         rounds = self.settings.max_tool_rounds
-        for round_number in range(rounds + 1):
+        for round_number in range(min(start, rounds), rounds + 1):
             last = round_number == rounds
             request = ModelRequest(
                 system=system,
@@ -383,12 +390,8 @@ class Engine(SummaryMixin):
             names = ", ".join(dict.fromkeys(call.name for call in calls))
             await sink.status(f"Using {names}…")
             turn.messages.extend(
-                await run_tool_calls(
-                    calls,
-                    self.tools,
-                    context,
-                    time_limit=self.settings.tool_timeout_seconds,
-                    max_chars=self.settings.tool_result_max_chars,
+                await self._run_calls(
+                    calls, context, sink, turn.messages, turn.shown, round_number, asking
                 )
             )
             if turn.shown and not turn.shown.endswith("\n"):
@@ -565,49 +568,3 @@ class Engine(SummaryMixin):
 
     async def import_history(self, key: ConversationKey, messages: Sequence[ChatMessage]) -> bool:
         return await self.memory.import_history(key, messages)
-
-
-async def _fenced(work: Coroutine[Any, Any, T], ticket: Ticket) -> T:
-    """Run `work` while `ticket`'s lease is ours; LeaseLost (and `work` cancelled) as soon
-    as it is not."""
-    task = asyncio.ensure_future(work)
-    lost = asyncio.ensure_future(ticket.lost.wait())
-    try:
-        await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        raise
-    finally:
-        lost.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        raise LeaseLost(ticket.key)
-    return task.result()
-
-
-async def _guard(work: Coroutine[Any, Any, Any], name: str) -> None:
-    try:
-        await work
-    except asyncio.CancelledError:
-        log.warning("%s was cancelled", name)
-        raise
-    except Exception:
-        log.exception("%s failed", name)
-
-
-async def _safe_fail(sink: ReplySink, message: str, *, shielded: bool = False) -> bool:
-    """Deliver a failure message; False if even that failed. `shielded` lets it finish
-    while the reply is being cancelled (shutdown), within a few seconds."""
-    try:
-        if shielded:
-            await asyncio.wait_for(asyncio.shield(sink.fail(message)), timeout=5)
-        else:
-            await sink.fail(message)
-    except (Exception, asyncio.CancelledError):
-        log.exception("could not deliver the failure message either")
-        return False
-    return True

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
 from core.providers.base import ProviderError
+from core.queue import LeaseLost, Ticket
+from core.sink import ReplySink
 from core.summaries import BrokenSummary
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "LOST_TURN",
@@ -12,7 +24,10 @@ __all__ = [
     "BudgetExceeded",
     "error_class",
     "failure_message",
+    "fenced",
+    "guard",
     "oops",
+    "safe_fail",
 ]
 
 RESTARTING = "I'm restarting, so I couldn't finish this answer. Please send your message again."
@@ -80,3 +95,49 @@ def failure_message(error: Exception) -> str:
     if category == "quota":
         return "The AI service's quota is used up, so I can't answer right now."
     return "The AI service isn't answering right now. Please try again in a minute."
+
+
+async def fenced(work: Coroutine[Any, Any, T], ticket: Ticket) -> T:
+    """Run `work` while `ticket`'s lease is ours; LeaseLost (and `work` cancelled) as soon
+    as it is not."""
+    task = asyncio.ensure_future(work)
+    lost = asyncio.ensure_future(ticket.lost.wait())
+    try:
+        await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise
+    finally:
+        lost.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise LeaseLost(ticket.key)
+    return task.result()
+
+
+async def guard(work: Coroutine[Any, Any, Any], name: str) -> None:
+    try:
+        await work
+    except asyncio.CancelledError:
+        log.warning("%s was cancelled", name)
+        raise
+    except Exception:
+        log.exception("%s failed", name)
+
+
+async def safe_fail(sink: ReplySink, message: str, *, shielded: bool = False) -> bool:
+    """Deliver a failure message; False if even that failed. `shielded` lets it finish
+    while the reply is being cancelled (shutdown), within a few seconds."""
+    try:
+        if shielded:
+            await asyncio.wait_for(asyncio.shield(sink.fail(message)), timeout=5)
+        else:
+            await sink.fail(message)
+    except (Exception, asyncio.CancelledError):
+        log.exception("could not deliver the failure message either")
+        return False
+    return True

@@ -18,9 +18,11 @@ until the answer is stored; a turn whose lease is lost stops (see `core.queue`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 
 from redis.exceptions import RedisError
 
@@ -32,7 +34,16 @@ from core.logs import bind
 from core.memory import MessageRef
 from core.queue import Admission, LeaseLost, Ticket
 from core.sink import ReplySink, show_summary
-from core.types import ConversationKey, Incoming
+from core.tools.approval import (
+    APPROVED,
+    DENIED,
+    EXPIRED,
+    ApprovalUI,
+    Decision,
+    PausedTurn,
+)
+from core.tools.approval import Outcome as Decided
+from core.types import Author, ConversationKey, Incoming
 
 __all__ = ["DEFAULT_HELP", "Intake", "OpenSink"]
 
@@ -53,11 +64,19 @@ FORGOTTEN = (
 )
 
 
-class Intake:
-    """Admission and turns for one process. `help_text` answers the `help` command."""
+#: Opens a reply from the address an adapter gave (`Incoming.reply_to`).
+Reopen = Callable[[Mapping[str, str]], Awaitable[ReplySink]]
 
-    def __init__(self, engine: Engine, *, help_text: str = DEFAULT_HELP) -> None:
+
+class Intake:
+    """Admission and turns for one process. `help_text` answers the `help` command;
+    `reopen` lets this process finish a turn another one paused for approval."""
+
+    def __init__(
+        self, engine: Engine, *, help_text: str = DEFAULT_HELP, reopen: Reopen | None = None
+    ) -> None:
         self.engine = engine
+        self.reopen = reopen
         self.line = engine.line
         self.memory = engine.memory
         self.help_text = help_text
@@ -196,6 +215,66 @@ class Intake:
             )
             if result is not None:
                 await show_summary(sink, result)
+
+    # --- approvals ------------------------------------------------------------------------
+
+    async def decide(
+        self, approval_id: str, user_id: str, user_name: str, *, approve: bool, admin: bool = False
+    ) -> Decision:
+        """A click on Approve or Deny. Only the asker (or an admin) decides; the first
+        click wins. The process waiting for it goes on; if that process is gone, this one
+        finishes the turn."""
+        approvals = self.engine.approvals
+        paused = await approvals.find(approval_id)
+        if paused is None:
+            return Decision(None, "This request is no longer open (decided or expired).")
+        if user_id != paused.author_id and not admin:
+            return Decision(None, f"Only {paused.author_name} (or an admin) can decide this.")
+        if time.time() > paused.card.expires_at:
+            return Decision(EXPIRED, "This request has expired; it was not run.")
+        outcome: Decided = APPROVED if approve else DENIED
+        if not await approvals.decide(paused, outcome, user_name):
+            earlier = await approvals.decided(paused)
+            return Decision(
+                None, f"This request was {earlier[0] if earlier else 'decided'} already."
+            )
+        said = "Approved: running it now." if approve else "Denied: it will not run."
+        if await self.line.holder_alive(paused.key, paused.member):
+            return Decision(outcome, said)
+        # The process that asked is gone: this one finishes the turn.
+        self.engine.spawn(
+            self._resume(paused, outcome, user_name), name=f"resume:{paused.key.platform}"
+        )
+        return Decision(outcome, said, resumed_here=True)
+
+    async def _resume(self, paused: PausedTurn, outcome: Decided, by: str) -> None:
+        ticket = await self.line.take_over(paused.key, paused.member, paused.event_id)
+        if ticket is None:
+            return  # resumed elsewhere, or its holder came back
+        try:
+            if self.reopen is None:
+                log.warning("cannot finish paused turn %s here: no reply surface", paused.id)
+                return
+            sink = await self.reopen(paused.reply)
+            ui = getattr(sink, "approval_ui", None)
+            if isinstance(ui, ApprovalUI):
+                where = {k[5:]: v for k, v in paused.reply.items() if k.startswith("card.")}
+                with contextlib.suppress(Exception):
+                    await ui.settle(paused.card, outcome, by, where)
+            await self.engine.approvals.close(paused)
+            await self.line.unpause(ticket)
+            incoming = Incoming(
+                key=paused.key,
+                event_id=paused.event_id,
+                author=Author(paused.author_id, paused.author_name),
+                text=paused.user_message.content,
+                reply_to=paused.reply,
+            )
+            async with self._slots:
+                await self.engine.answer(incoming, sink, ticket, resume=(paused, outcome, by))
+        finally:
+            await self.line.leave(ticket)
+            await self.line.done(ticket, handled=True)
 
     # --- following, deletions and edits ------------------------------------------------------
 

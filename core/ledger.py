@@ -18,7 +18,7 @@ from typing import cast
 from core.settings import Settings
 from core.store import Store
 
-__all__ = ["Ledger", "UsageRecord", "utc_day"]
+__all__ = ["Ledger", "UsageRecord", "UsageReport", "utc_day"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,39 @@ class UsageRecord:
     input_tokens: int
     output_tokens: int
     cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    tenant: str
+    day: str
+    rows: list[UsageRecord]
+    budget: float | None
+
+    @property
+    def total_cost(self) -> float:
+        return sum(r.cost_usd for r in self.rows)
+
+    def by_route(self, route: str) -> tuple[int, int, float]:
+        rows = [r for r in self.rows if r.route == route]
+        return (
+            sum(r.input_tokens for r in rows),
+            sum(r.output_tokens for r in rows),
+            sum(r.cost_usd for r in rows),
+        )
+
+    def render(self) -> str:
+        lines = [f"**Usage today ({self.day}, UTC)**"]
+        for route in ("dialogue", "summary"):
+            tokens_in, tokens_out, cost = self.by_route(route)
+            lines.append(
+                f"- {route.capitalize()}: {tokens_in:,} in / {tokens_out:,} out tokens, ${cost:.4f}"
+            )
+        total = f"- Total: ${self.total_cost:.4f}"
+        if self.budget is not None:
+            total += f" of a ${self.budget:.2f} daily budget"
+        lines.append(total)
+        return "\n".join(lines)
 
 
 def utc_day(now: dt.datetime | None = None) -> str:

@@ -7,6 +7,7 @@ Keys (all in the conversation's Redis Cluster slot, `{K}`):
                                members by the platform position people wrote in)
     P:q:{K}:cur    string      the member whose turn it is
     P:q:{K}:a:M    string      lease of member M (renewed by its holder's heartbeat)
+    P:q:{K}:p:M    string      M's turn is paused for a person's approval (outlives M's process)
     P:ev:{K}:E     string      claim of platform event E: a lease while answering, "done" after
     P:f:{K}        string      the conversation is followed (answered without a mention)
 
@@ -55,21 +56,25 @@ redis.call('PEXPIRE', KEYS[3], ARGV[7])
 return 1
 """
 
-# Whose turn? KEYS: line, cur. ARGV: my member.
+# Whose turn? KEYS: line, cur. ARGV: my member. A member is alive while its lease (or the
+# pause of a turn waiting for a person's approval, `:p:`) exists.
 # Returns 1 (mine: cur is set to me), 0 (wait), -1 (I am no longer in line: my lease ran out).
 _TURN = """
 local me = ARGV[1]
+local function alive(member)
+  return redis.call('EXISTS', KEYS[1] .. ':a:' .. member, KEYS[1] .. ':p:' .. member) > 0
+end
 local cur = redis.call('GET', KEYS[2])
 if cur then
   if cur == me then return 1 end
-  if redis.call('EXISTS', KEYS[1] .. ':a:' .. cur) == 1 then return 0 end
+  if alive(cur) then return 0 end
   redis.call('ZREM', KEYS[1], cur)
   redis.call('DEL', KEYS[2])
 end
 for _ = 1, 1000 do
   local first = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
   if not first then return -1 end
-  if redis.call('EXISTS', KEYS[1] .. ':a:' .. first) == 1 then
+  if alive(first) then
     if first == me then
       redis.call('SET', KEYS[2], me)
       redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
@@ -85,7 +90,7 @@ return 0
 # Leave the line. KEYS: line, cur, lease. ARGV: member, line ttl ms, wake channel.
 _LEAVE = """
 redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[3])
+redis.call('DEL', KEYS[3], KEYS[1] .. ':p:' .. ARGV[1])
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 redis.call('PUBLISH', ARGV[3], ARGV[1])
@@ -114,6 +119,15 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 redis.call('ZADD', KEYS[2], 0, ARGV[2])
 redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+
+# Take over a paused turn whose holder is gone. KEYS: lease, pause, claim.
+# ARGV: token, lease ms. Returns 1 when taken.
+_TAKE_OVER = """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('GET', KEYS[3]) ~= 'done' then redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2]) end
 return 1
 """
 
@@ -163,6 +177,9 @@ class Ticket:
     heartbeat: asyncio.Task[None] | None = None
     released: bool = False
     finished: bool = False
+    #: Waiting for a person's approval: if this process stops, the turn stays paused in
+    #: line for another process to finish.
+    paused: bool = False
 
     @property
     def is_lost(self) -> bool:
@@ -190,6 +207,7 @@ class Line:
         self._leave = redis.register_script(_LEAVE)
         self._renew = redis.register_script(_RENEW)
         self._rejoin = redis.register_script(_REJOIN)
+        self._take_over = redis.register_script(_TAKE_OVER)
         self._finish = redis.register_script(_FINISH)
         self._release = redis.register_script(_RELEASE)
         self._wakeups: dict[str, asyncio.Event] = {}
@@ -353,6 +371,13 @@ class Line:
             _done, late = await asyncio.wait({ticket.heartbeat}, timeout=5)
             for task in late:
                 task.cancel()
+        if ticket.paused:
+            # The turn waits for a person: it keeps its place (the pause holds the line);
+            # only this process lets go, so whoever gets the decision can take over.
+            with contextlib.suppress(RedisError):
+                await self.store.redis.delete(ticket.lease)
+            log.info("left the paused turn of %s for another process to finish", ticket.key)
+            return
         try:
             await self._leave(
                 keys=[ticket.line, f"{ticket.line}:cur", ticket.lease],
@@ -373,6 +398,59 @@ class Line:
                 await self._finish(keys=[ticket.claim], args=[ticket.token, self.dedupe_ttl])
             else:
                 await self._release(keys=[ticket.claim], args=[ticket.token])
+
+    # --- paused turns (waiting for a person's approval) -----------------------------------
+
+    async def pause(self, ticket: Ticket, seconds: float) -> None:
+        """Hold the turn for `seconds` even if this process goes away (a person is asked
+        to approve a tool call; another process may resume the turn when they answer)."""
+        pause = f"{ticket.line}:p:{ticket.member}"
+        await self.store.redis.set(pause, "1", px=int(seconds * 1000))
+
+    async def unpause(self, ticket: Ticket) -> None:
+        await self.store.redis.delete(f"{ticket.line}:p:{ticket.member}")
+
+    async def holder_alive(self, key: ConversationKey, member: str) -> bool:
+        """Is the process that holds this place in line still renewing its lease?"""
+        return bool(await self.store.redis.exists(f"{self._line(key)}:a:{member}"))
+
+    async def take_over(self, key: ConversationKey, member: str, event_id: str) -> Ticket | None:
+        """Take over a paused turn whose process is gone: its lease becomes ours. None if
+        the turn is not paused any more, or its holder is alive after all."""
+        token = secrets.token_hex(8)
+        line = self._line(key)
+        lease = f"{line}:a:{member}"
+        claim = self.claim_key(key, event_id)
+        taken = int(
+            await self._take_over(
+                keys=[lease, f"{line}:p:{member}", claim], args=[token, self.lease_ms]
+            )
+        )
+        if not taken:
+            return None
+        ticket = Ticket(
+            key,
+            member,
+            token,
+            event_id,
+            line,
+            lease,
+            claim,
+            valid_until=time.monotonic() + self.lease_ms / 1000 * 0.8,
+        )
+        ticket.heartbeat = asyncio.create_task(self._heartbeat(ticket), name="teambot-lease")
+        return ticket
+
+    def wake_event(self, key: ConversationKey) -> asyncio.Event:
+        """An event set when anything in `key`'s line is released or decided (any process)."""
+        self._listen()
+        return self._wakeups.setdefault(self._line(key), asyncio.Event())
+
+    async def announce(self, key: ConversationKey) -> None:
+        """Wake every process waiting on `key`'s line (a decision was made)."""
+        line = self._line(key)
+        await self.store.redis.publish(self._wake_channel(line), "decided")
+        self._wake(line)
 
     # --- following ---------------------------------------------------------------------
 

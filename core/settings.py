@@ -121,6 +121,7 @@ class Settings(BaseSettings):
     max_tool_rounds: int = Field(default=4, ge=0, le=20)
     tool_timeout_seconds: float = Field(default=20.0, gt=0)
     tool_result_max_chars: int = Field(default=12_000, ge=200)
+    approval_timeout_seconds: float = Field(default=600.0, ge=1, le=86_400)
     summary_chunk_tokens: int = Field(default=120_000, ge=500)
     max_attachment_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     # answers and commands one process works on at once (SLACK_CONCURRENCY: its old name)

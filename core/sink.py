@@ -71,6 +71,10 @@ class TimedSink:
         self.first: float | None = None
         self.ended: float | None = None
 
+    def __getattr__(self, name: str) -> Any:
+        # The sink's optional powers (approval_ui, show_summary, ...) stay reachable.
+        return getattr(self.inner, name)
+
     def start(self) -> None:
         self.started = time.monotonic()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, unquote
@@ -125,6 +125,9 @@ class Incoming:
     )
     backfill: Fetch | None = field(default=None, compare=False, repr=False)
     transcript: Fetch | None = field(default=None, compare=False, repr=False)
+    #: Where the adapter answers (serializable): a turn paused for approval may be
+    #: finished by another process, which opens its reply from this.
+    reply_to: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def place(self) -> int:

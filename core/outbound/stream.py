@@ -158,6 +158,8 @@ class PagedReply:
         self._native_status: str | None = None
         #: What the reply showed when it was a summary (data, for the adapter's records).
         self.summary: object | None = None
+        #: The adapter's way to ask for approval in this reply's place (`ApprovalUI`).
+        self.approval_ui: object | None = None
         #: Called once the final text is on the platform (in order, errors logged).
         self.after_finish: list[Callable[[PagedReply], Awaitable[None]]] = []
 

@@ -147,6 +147,7 @@ def _build(
     name: str | None,
     description: str | None,
     time_limit: float | None = None,
+    needs_approval: bool = False,
 ) -> Tool:
     if not inspect.iscoroutinefunction(func):
         raise TypeError(f"tool {func.__name__} must be an async function")
@@ -172,7 +173,15 @@ def _build(
     text = description or inspect.getdoc(func) or ""
     if not text:
         raise ValueError(f"tool {tool_name} needs a description (a docstring)")
-    return Tool(tool_name, " ".join(text.split()), func, model, wants_context, timeout=time_limit)
+    return Tool(
+        tool_name,
+        " ".join(text.split()),
+        func,
+        model,
+        wants_context,
+        needs_approval=needs_approval,
+        timeout=time_limit,
+    )
 
 
 def tool(
@@ -181,12 +190,14 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     time_limit: float | None = None,
+    needs_approval: bool = False,
 ) -> Any:
     """Mark an async function as a tool. Usable bare (`@tool`) or with arguments;
-    `time_limit` (seconds) replaces TOOL_TIMEOUT_SECONDS for a tool that needs longer."""
+    `time_limit` (seconds) replaces TOOL_TIMEOUT_SECONDS for a tool that needs longer;
+    `needs_approval`: the person who asked approves each call first (it changes something)."""
 
     def mark(target: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        setattr(target, _MARK, _build(target, name, description, time_limit))
+        setattr(target, _MARK, _build(target, name, description, time_limit, needs_approval))
         return target
 
     return mark(func) if func is not None else mark
