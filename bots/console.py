@@ -21,12 +21,21 @@ import signal
 import sys
 import threading
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from bots.terminal import MarkdownSink, PlainSink, markdown_console
-from core import Author, ConversationKey, Engine, Incoming, Intake, ReplySink, Settings
+from core import (
+    ApprovalCard,
+    Author,
+    ConversationKey,
+    Engine,
+    Incoming,
+    Intake,
+    ReplySink,
+    Settings,
+)
 
 __all__ = ["COMMANDS", "run_console"]
 
@@ -76,6 +85,39 @@ class _Hush(logging.Filter):
             self.on = False
 
 
+Ask = Callable[[str], Awaitable[str | None]]
+
+
+class ConsoleApprovals:
+    """Approval in the terminal: the request is printed and the next input line answers
+    it (`y` or `yes` approves; anything else, or the end of the input, denies)."""
+
+    def __init__(self, console: _Console, sink: ConsoleSink) -> None:
+        self.console = console
+        self.sink = sink
+
+    async def show(self, card: ApprovalCard) -> dict[str, str]:
+        calls = "; ".join(f"{name} {text}" for name, text in card.calls)
+        question = f"Allow {calls}? [y/N] "
+        ask = self.console.ask
+        if ask is None:
+            return {}
+        self.console.background_task(self._answer(card, ask, question))
+        return {}
+
+    async def _answer(self, card: ApprovalCard, ask: Ask, question: str) -> None:
+        line = await ask(question)
+        approve = (line or "").strip().lower() in ("y", "yes")
+        name = self.console.name
+        await self.console.intake.decide(card.id, card.asker_id, name, approve=approve)
+
+    async def settle(
+        self, card: ApprovalCard, outcome: str, by: str | None, where: Mapping[str, str]
+    ) -> None:
+        said = {"approved": "approved", "denied": "declined", "expired": "not answered in time"}
+        self.sink.show(f"_(The request was {said.get(outcome, outcome)}.)_")
+
+
 class _Console:
     def __init__(self, engine: Engine, key: ConversationKey, name: str, hush: _Hush) -> None:
         self.engine = engine
@@ -85,6 +127,13 @@ class _Console:
         self.hush = hush
         self.failed = False
         self.background: set[asyncio.Task[Any]] = set()
+        #: Reads one answer from the person (set by the interactive or piped loop).
+        self.ask: Ask | None = None
+
+    def background_task(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def run_stoppable(self, work: Coroutine[Any, Any, Any], sink: ConsoleSink) -> bool:
         """Run `work` (which ends by finishing or failing `sink`) until the sink is done.
@@ -152,6 +201,7 @@ class _Console:
             )
             if isinstance(sink, MarkdownSink):
                 sink.begin()
+            sink.approval_ui = ConsoleApprovals(self, sink)
             await self.run_stoppable(_ask(self.intake, incoming, sink), sink)
         return True
 
@@ -211,6 +261,14 @@ async def _interactive(console: _Console, stdout: TextIO, settings: Settings) ->
         f"[dim]/help lists the commands · {KEYS}[/dim]\n",
         markup=True,
     )
+
+    async def ask(question: str) -> str | None:
+        try:
+            return await session.prompt_async(question)
+        except (EOFError, KeyboardInterrupt):
+            return None
+
+    console.ask = ask
     while True:
         try:
             line = await session.prompt_async(HTML("<b><ansicyan>you</ansicyan></b>› "))
@@ -248,6 +306,15 @@ async def _piped(console: _Console, stdin: TextIO, stdout: TextIO) -> None:
     rendered = stdout.isatty()
     rich = markdown_console(stdout) if rendered else None
     lines = _start_reader(stdin.buffer)
+
+    async def ask(question: str) -> str | None:
+        stdout.write(question)
+        stdout.flush()
+        answer = await lines.get()
+        stdout.write(f"{answer or ''}\n")
+        return answer
+
+    console.ask = ask
     while (line := await lines.get()) is not None:
         text = line.strip()
         if not text:

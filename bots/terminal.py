@@ -43,6 +43,7 @@ class PlainSink:
         self.streamed = ""
         self.failed = False
         self.stopped = False
+        self.approval_ui: object | None = None  # set by the console for its answers
         self.done = asyncio.Event()
 
     def _write(self, text: str) -> None:
@@ -175,6 +176,7 @@ class MarkdownSink:
         self.console = console
         self.failed = False
         self.stopped = False
+        self.approval_ui: object | None = None  # set by the console for its answers
         self.done = asyncio.Event()
         self._stream: MarkdownStream | None = None
         self._streamed = ""

@@ -229,7 +229,11 @@ class Intake:
         if paused is None:
             return Decision(None, "This request is no longer open (decided or expired).")
         if user_id != paused.author_id and not admin:
-            return Decision(None, f"Only {paused.author_name} (or an admin) can decide this.")
+            return Decision(
+                None,
+                f"Only {paused.author_name} (or an admin) can decide this.",
+                not_the_asker=True,
+            )
         if time.time() > paused.card.expires_at:
             return Decision(EXPIRED, "This request has expired; it was not run.")
         outcome: Decided = APPROVED if approve else DENIED

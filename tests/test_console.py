@@ -328,3 +328,31 @@ async def test_teambot_alone_starts_the_console(
     code, out, err = await run_piped([], b"hi\n", env, tmp_path)
     assert code == 0, err
     assert out.strip().endswith("] hi")
+
+
+async def test_piped_approval_reads_the_next_line(
+    cometapi: FakeCometAPI, redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    """A tool that changes something asks `Allow …? [y/N]`; the next input line answers."""
+    from tests.fakes.cometapi import ToolCall
+
+    for title in ("Printer", "Coffee"):
+        cometapi.script(
+            "gpt-5.3-chat-latest",
+            Reply("Filing.", tool_calls=[ToolCall("create_ticket", {"title": title})]),
+            Reply("Handled."),
+        )
+    env = console_env(
+        cometapi, redis_url, key_prefix, tmp_path, TOOL_MODULES="tests.approval_tools"
+    )
+    code, out, _err = await run_piped(
+        ["console"], b"file one\ny\nfile another\nno\n", env, tmp_path
+    )
+    assert code == 0, out
+    assert out.count("Allow create_ticket") == 2
+    assert "Printer" in out and "[y/N]" in out
+    assert "(The request was approved.)" in out
+    assert "(The request was declined.)" in out
+    results = [r.tool_results for r in cometapi.requests if r.tool_results]
+    assert "created ticket" in results[0][0][1]
+    assert "Not run" in results[1][0][1]

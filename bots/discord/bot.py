@@ -14,13 +14,13 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import replace
 from typing import Any
 
 import discord
 
-from bots.discord.commands import ShareButton, build_tree
+from bots.discord.commands import ApprovalButton, ShareButton, build_tree
 from bots.discord.history import (
     answer_key,
     channel_key,
@@ -34,6 +34,7 @@ from bots.discord.history import (
 from bots.discord.interactions import NO_MENTIONS, Interactions
 from bots.discord.sink import (
     ChannelSurface,
+    DiscordApprovals,
     discord_pacer,
     discord_reply,
     message_ids,
@@ -183,7 +184,7 @@ class TeamBot(Interactions, discord.AutoShardedClient):
         )
         self.settings = settings
         self.engine = engine
-        self.intake = Intake(engine, help_text=HELP)
+        self.intake = Intake(engine, help_text=HELP, reopen=self._reopen)
         self.force_sync = sync
         self.pacer = pacer
         self.tree = build_tree(self)
@@ -199,7 +200,7 @@ class TeamBot(Interactions, discord.AutoShardedClient):
     # --- lifecycle ----------------------------------------------------------------------
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(ShareButton)
+        self.add_dynamic_items(ShareButton, ApprovalButton)
         await self.sync_commands(force=self.force_sync)
         if self.application_id is not None and self.application_id not in _ANNOUNCED:
             _ANNOUNCED.add(self.application_id)
@@ -332,6 +333,40 @@ class TeamBot(Interactions, discord.AutoShardedClient):
             with contextlib.suppress(Exception):
                 await self.engine.cache_set(NS_ANSWER, str(message_id), str(key), ttl=ttl)
 
+    async def _reopen(self, address: Mapping[str, str]) -> ReplySink:
+        """A reply in a channel another process was answering (a turn paused for
+        approval, finished here)."""
+        channel_id = int(address["channel"])
+        channel: Any = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
+        asker = discord.Object(int(address["asker"])) if address.get("asker") else None
+        mentions = safe_mentions(asker) if asker is not None else NO_MENTIONS
+        surface = ChannelSurface(channel, channel_id, mentions=mentions)
+        reply = discord_reply(
+            surface,
+            self.pacer,
+            asker=asker.id if asker is not None else None,
+            resolve=self.display_name,
+            approvals=DiscordApprovals(channel, mentions),
+        )
+        await reply.status("")
+        return reply
+
+    async def on_approval(
+        self, interaction: discord.Interaction[Any], card_id: str, *, approve: bool
+    ) -> None:
+        """Approve / Deny on an approval card: the asker, or a member who may manage the
+        server; anyone else is told privately."""
+        user = interaction.user
+        admin = bool(interaction.permissions.manage_guild)
+        decision = await self.intake.decide(
+            card_id, str(user.id), user.display_name, approve=approve, admin=admin
+        )
+        if decision.outcome in (None, "expired"):
+            await self._tell(interaction, decision.message)
+        else:
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.response.defer()
+
     def display_name(self, user_id: str) -> str | None:
         """A member's name when known without a request (for mentions the bot must not
         make: they are written as names)."""
@@ -407,6 +442,11 @@ class TeamBot(Interactions, discord.AutoShardedClient):
             else:
                 return
             incoming = self._incoming(message, key, addressed=addressed)
+            if incoming is not None:
+                incoming = replace(
+                    incoming,
+                    reply_to={"channel": str(channel.id), "asker": str(message.author.id)},
+                )
             if incoming is None:
                 if isinstance(channel, discord.Thread) and not self.message_content:
                     self.spawn(self._explain_blank(message, channel), name="discord-blank")
@@ -431,7 +471,11 @@ class TeamBot(Interactions, discord.AutoShardedClient):
                     reply_to=reference,
                 )
                 reply = discord_reply(
-                    surface, self.pacer, asker=message.author.id, resolve=self.display_name
+                    surface,
+                    self.pacer,
+                    asker=message.author.id,
+                    resolve=self.display_name,
+                    approvals=DiscordApprovals(channel, safe_mentions(message.author)),
                 )
                 if not in_thread:
                     reply.after_finish.append(

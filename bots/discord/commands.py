@@ -15,7 +15,15 @@ if TYPE_CHECKING:
 
     from bots.discord.bot import TeamBot
 
-__all__ = ["SHARE_PREFIX", "ShareButton", "TeamTree", "build_tree", "share_view"]
+__all__ = [
+    "SHARE_PREFIX",
+    "ApprovalButton",
+    "ShareButton",
+    "TeamTree",
+    "approval_view",
+    "build_tree",
+    "share_view",
+]
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +142,51 @@ class ShareButton(
         client = interaction.client
         if isinstance(client, TeamBot):
             await client.share_summary(interaction, self.token)
+
+
+class ApprovalButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=r"teambot:(?P<verb>approve|deny):(?P<card>[A-Za-z0-9_-]{4,40})",
+):
+    """Approve / Deny under an approval card. The paused turn is kept in Redis, so a
+    click works in any process and after a restart."""
+
+    def __init__(self, verb: str, card: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Approve" if verb == "approve" else "Deny",
+                style=discord.ButtonStyle.success
+                if verb == "approve"
+                else discord.ButtonStyle.danger,
+                custom_id=f"teambot:{verb}:{card}",
+            )
+        )
+        self.verb = verb
+        self.card = card
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> ApprovalButton:
+        return cls(match["verb"], match["card"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        from bots.discord.bot import TeamBot
+
+        client = interaction.client
+        if isinstance(client, TeamBot):
+            await client.on_approval(interaction, self.card, approve=self.verb == "approve")
+
+
+def approval_view(card: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(ApprovalButton("approve", card))
+    view.add_item(ApprovalButton("deny", card))
+    return view
 
 
 def share_view(token: str) -> discord.ui.View:

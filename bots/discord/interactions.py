@@ -37,6 +37,7 @@ from bots.discord.history import (
     to_attachment,
 )
 from bots.discord.sink import (
+    DiscordApprovals,
     InteractionSurface,
     discord_reply,
     message_ids,
@@ -162,8 +163,16 @@ class Interactions:
         header = quote_prompt(
             prompt, author.display_name, image.filename if image is not None else None
         )
+        target: Any = channel
         sink = discord_reply(
-            surface, self.pacer, asker=author.id, header=header, resolve=self.display_name
+            surface,
+            self.pacer,
+            asker=author.id,
+            header=header,
+            resolve=self.display_name,
+            approvals=DiscordApprovals(target, safe_mentions(author))
+            if isinstance(target, discord.abc.Messageable)
+            else None,
         )
         try:
             if isinstance(channel, discord.Thread):
@@ -198,6 +207,7 @@ class Interactions:
             position=interaction.id,
             follow=True,  # /ask in a thread: the bot follows it from now on
             backfill=backfill,
+            reply_to={"channel": str(channel_id), "asker": str(author.id)},
         )
 
         async def open_sink(_incoming: Incoming) -> ReplySink:

@@ -15,18 +15,28 @@ import contextlib
 import datetime as dt
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
 import discord
 from discord.utils import MISSING
 
-from bots.discord.format import PAGE_LIMIT, close_fence, status_line
-from core import NativeStream, PagedReply, Rate, RateReport, SurfaceExpired, WritePacer
+from bots.discord.format import MESSAGE_LIMIT, PAGE_LIMIT, close_fence, status_line
+from core import (
+    ApprovalCard,
+    NativeStream,
+    PagedReply,
+    Rate,
+    RateReport,
+    SurfaceExpired,
+    WritePacer,
+    defuse,
+)
 
 __all__ = [
     "ChannelSurface",
+    "DiscordApprovals",
     "InteractionSurface",
     "discord_pacer",
     "discord_reply",
@@ -97,6 +107,40 @@ def pacing_trace(pacer: WritePacer) -> aiohttp.TraceConfig:
     return trace
 
 
+_SETTLED = {
+    "approved": "✅ Approved by {by}: it ran.",
+    "denied": "⛔ Denied by {by}: it did not run.",
+    "expired": "⌛ Nobody decided in time: it did not run.",
+}
+
+
+class DiscordApprovals:
+    """Approval cards in a channel or thread (a `core.ApprovalUI`)."""
+
+    def __init__(self, channel: discord.abc.Messageable, mentions: discord.AllowedMentions):
+        self.channel = channel
+        self.mentions = mentions
+
+    async def show(self, card: ApprovalCard) -> dict[str, str]:
+        from bots.discord.commands import approval_view
+
+        text = defuse(card.markdown(), [card.asker_id])[:MESSAGE_LIMIT]
+        sent = await self.channel.send(
+            text, view=approval_view(card.id), allowed_mentions=self.mentions
+        )
+        return {"channel": str(sent.channel.id), "message": str(sent.id)}
+
+    async def settle(
+        self, card: ApprovalCard, outcome: str, by: str | None, where: Mapping[str, str]
+    ) -> None:
+        if "message" not in where:
+            return
+        said = _SETTLED.get(outcome, outcome).format(by=by or "someone")
+        text = defuse(f"{card.markdown()}\n\n**{said}**")[:MESSAGE_LIMIT]
+        message = self.channel.get_partial_message(int(where["message"]))  # type: ignore[attr-defined]
+        await message.edit(content=text, view=None, allowed_mentions=discord.AllowedMentions.none())
+
+
 def discord_reply(
     surface: ChannelSurface | InteractionSurface,
     pacer: WritePacer,
@@ -104,15 +148,20 @@ def discord_reply(
     asker: int | None = None,
     header: str = "",
     resolve: Callable[[str], str | None] | None = None,
+    approvals: DiscordApprovals | None = None,
 ) -> PagedReply:
-    """A streamed reply that pings nobody but `asker`."""
-    return PagedReply(
+    """A streamed reply that pings nobody but `asker` (and asks for approval, when a
+    tool needs it, with `approvals`)."""
+    reply = PagedReply(
         surface,
         pacer,
         header=header,
         allowed_users=[str(asker)] if asker is not None else [],
         resolve=resolve,
     )
+    if approvals is not None:
+        reply.approval_ui = approvals
+    return reply
 
 
 def message_ids(reply: PagedReply) -> list[int]:

@@ -41,7 +41,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.health import HealthServer, health_routes
 from bots.slack.bot import SHARE_ACTION, SUMMARIZE_SHORTCUT, SlackBot, parse_window
-from bots.slack.format import safe_mrkdwn
+from bots.slack.format import APPROVE_ACTION, DENY_ACTION, safe_mrkdwn
 from bots.slack.history import Identity
 from core import ConfigError, Engine, Settings, metrics
 
@@ -214,6 +214,27 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
             name=f"slack:shortcut:{channel}:{root}",
             respond=respond,
         )
+
+    def decision_listener(approve: bool) -> Callable[..., Awaitable[None]]:
+        # Bolt passes listeners only the arguments it knows by name: `approve` is bound here.
+        async def on_decision(
+            ack: Callable[..., Awaitable[None]],
+            body: dict[str, Any],
+            action: dict[str, Any],
+            respond: Callable[..., Awaitable[Any]],
+        ) -> None:
+            await ack()
+            user = str((body.get("user") or {}).get("id") or "")
+            bot.spawn(
+                bot.on_approval(str(action.get("value") or ""), user, respond, approve=approve),
+                name="slack:approval",
+                respond=respond,
+            )
+
+        return on_decision
+
+    app.action(APPROVE_ACTION)(decision_listener(True))
+    app.action(DENY_ACTION)(decision_listener(False))
 
     @app.action(SHARE_ACTION)
     async def on_share(
@@ -397,7 +418,8 @@ async def run_slack(
                 app, bot, signing_secret=settings.slack_signing_secret.get_secret_value()
             )
             try:
-                bound = await server.start(host, port or settings.health_port or 3000)
+                wanted = port if port is not None else (settings.health_port or 3000)
+                bound = await server.start(host, wanted)
             except OSError as error:
                 raise ConfigError(f"Cannot listen on {host}:{port}: {error.strerror}.") from None
             log.info("serving Slack events on http://%s:%d%s", host, bound, EVENTS_PATH)

@@ -220,7 +220,7 @@ class SlackBot:
         self.pacers = slack_pacers(update_interval, stream_interval)
         self.directory = Directory(client, engine.cache_get, engine.cache_set, identity.team_id)
         self.reader = SlackReader(client, self.directory, identity)
-        self.intake = Intake(engine, help_text=HELP.format(name=identity.name))
+        self.intake = Intake(engine, help_text=HELP.format(name=identity.name), reopen=self._reopen)
         # Summaries and commands other than answers run a bounded number at a time.
         self._slots = asyncio.Semaphore(settings.reply_concurrency)
         self._token = settings.slack_bot_token or SecretStr("")
@@ -335,6 +335,7 @@ class SlackBot:
             prepare=prepare,
             backfill=earlier if root != ts else None,
             transcript=transcript,
+            reply_to={"channel": channel, "thread_ts": root, "user": user, "team": team},
         )
         token = bind(conversation=str(key), message=f"{channel}:{ts}")
         try:
@@ -531,6 +532,32 @@ class SlackBot:
         )
         reply.after_finish.append(self._remember_summary)
         return reply
+
+    async def _reopen(self, address: Mapping[str, str]) -> ReplySink:
+        """A reply in a thread another process was answering (a turn paused for approval)."""
+        reply = self._reply(
+            address["channel"],
+            address["thread_ts"],
+            user=address.get("user") or None,
+            team=address.get("team") or None,
+        )
+        await reply.status("")
+        return reply
+
+    async def on_approval(
+        self, card_id: str, user_id: str, respond: Respond, *, approve: bool
+    ) -> None:
+        """Approve / Deny on an approval card: only the asker or a workspace admin."""
+        name = await self.directory.name(user_id)
+        decision = await self.intake.decide(card_id, user_id, name, approve=approve)
+        if decision.not_the_asker and await self.reader.is_admin(user_id):
+            decision = await self.intake.decide(card_id, user_id, name, approve=approve, admin=True)
+        if decision.outcome is None or decision.outcome == "expired":
+            await respond(
+                text=safe_mrkdwn(decision.message),
+                response_type="ephemeral",
+                replace_original=False,
+            )
 
     async def _remember_summary(self, reply: PagedReply) -> None:
         """The bot's summaries stay out of later summaries' transcripts."""

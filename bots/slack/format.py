@@ -18,10 +18,13 @@ from typing import Any, cast
 
 from slackify_markdown import slackify_markdown  # type: ignore[import-untyped]
 
-from core import Summary, defuse, split_pages
+from core import ApprovalCard, Summary, defuse, split_pages
 
 __all__ = [
+    "APPROVE_ACTION",
+    "DENY_ACTION",
     "SHARE_ACTION",
+    "approval_blocks",
     "mention_ids",
     "safe_mrkdwn",
     "summary_blocks",
@@ -30,6 +33,13 @@ __all__ = [
 ]
 
 SHARE_ACTION = "share_summary"
+APPROVE_ACTION = "teambot_approve"
+DENY_ACTION = "teambot_deny"
+_SETTLED = {
+    "approved": ":white_check_mark: Approved by {by}: it ran.",
+    "denied": ":no_entry: Denied by {by}: it did not run.",
+    "expired": ":hourglass: Nobody decided in time: it did not run.",
+}
 
 _SPECIAL = re.compile(r"<!([^>\n]*)>")
 _CODE = re.compile(r"```.*?```|`[^`\n]+`", re.DOTALL)
@@ -173,3 +183,40 @@ def to_plain(text: str, names: Mapping[str, str], *, strip_leading: str | None =
     text = _SPECIAL_IN.sub(_special, text)
     text = _LINK.sub(_link, text)
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip()
+
+
+def approval_blocks(
+    card: ApprovalCard, outcome: str | None = None, by: str | None = None
+) -> tuple[str, list[dict[str, Any]]]:
+    """An approval request as Block Kit: what would run, and Approve / Deny buttons (or,
+    once decided, how it ended). Returns (fallback text, blocks)."""
+    text = safe_mrkdwn(card.markdown(), card.asker_id)
+    blocks: list[dict[str, Any]] = _sections(card.markdown())
+    if outcome is None:
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"approval:{card.id}",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": APPROVE_ACTION,
+                        "text": {"type": "plain_text", "text": "Approve"},
+                        "style": "primary",
+                        "value": card.id,
+                    },
+                    {
+                        "type": "button",
+                        "action_id": DENY_ACTION,
+                        "text": {"type": "plain_text", "text": "Deny"},
+                        "style": "danger",
+                        "value": card.id,
+                    },
+                ],
+            }
+        )
+    else:
+        said = safe_mrkdwn(_SETTLED.get(outcome, outcome).format(by=by or "someone"))
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": said}]})
+        text = said
+    return text, blocks

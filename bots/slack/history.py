@@ -246,6 +246,14 @@ class SlackReader:
             name=name,
         )
 
+    async def is_admin(self, user_id: str) -> bool:
+        """A workspace admin or owner (they may decide others' approval requests)."""
+        try:
+            user = (await self.client.users_info(user=user_id)).get("user") or {}
+        except SlackApiError:
+            return False
+        return bool(user.get("is_admin") or user.get("is_owner"))
+
     async def _is_member(self, user_id: str, channel: str) -> bool:
         cursor: str | None = None
         while True:

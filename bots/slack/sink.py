@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack.format import to_mrkdwn
-from core import PagedReply, Rate, RateReport, WritePacer
+from bots.slack.format import approval_blocks, to_mrkdwn
+from core import ApprovalCard, PagedReply, Rate, RateReport, WritePacer
 
 __all__ = [
     "MESSAGE_LIMIT",
@@ -250,6 +251,32 @@ class SlackStream:
             await self.thread.client.chat_stopStream(channel=self.thread.channel, ts=self.ts)
 
 
+class SlackApprovals:
+    """Approval cards in a thread (a `core.ApprovalUI`)."""
+
+    def __init__(self, client: AsyncWebClient, channel: str, thread_ts: str) -> None:
+        self.client = client
+        self.channel = channel
+        self.thread_ts = thread_ts
+
+    async def show(self, card: ApprovalCard) -> dict[str, str]:
+        text, blocks = approval_blocks(card)
+        posted = await self.client.chat_postMessage(
+            channel=self.channel, thread_ts=self.thread_ts, text=text, blocks=blocks
+        )
+        return {"channel": self.channel, "ts": str(posted["ts"])}
+
+    async def settle(
+        self, card: ApprovalCard, outcome: str, by: str | None, where: Mapping[str, str]
+    ) -> None:
+        if "ts" not in where:
+            return
+        text, blocks = approval_blocks(card, outcome, by)
+        await self.client.chat_update(
+            channel=where.get("channel", self.channel), ts=where["ts"], text=text, blocks=blocks
+        )
+
+
 def slack_reply(
     client: AsyncWebClient,
     pacers: tuple[WritePacer, WritePacer],
@@ -271,7 +298,7 @@ def slack_reply(
         stream=stream,
     )
     updates, appends = pacers
-    return PagedReply(
+    reply = PagedReply(
         surface,
         updates,
         allowed_users=[user] if user else [],
@@ -279,6 +306,8 @@ def slack_reply(
         warning=":warning: ",
         native_pacer=appends,
     )
+    reply.approval_ui = SlackApprovals(client, channel, thread_ts)
+    return reply
 
 
 def _escape(text: str) -> str:

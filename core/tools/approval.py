@@ -96,6 +96,7 @@ class Decision:
     outcome: Outcome | None  # None: refused (not the asker), or no such request
     message: str  # for the person who clicked
     resumed_here: bool = False
+    not_the_asker: bool = False  # refused: someone else asked (an admin may still decide)
 
 
 @dataclass

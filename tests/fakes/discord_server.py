@@ -764,6 +764,7 @@ class MessageView:
     webhook_id: int | None
     interaction_id: int | None
     thread_id: int | None
+    components: tuple[JSON, ...] = ()
 
     @property
     def ephemeral(self) -> bool:
@@ -2144,6 +2145,7 @@ class FakeDiscord:
             webhook_id=msg.webhook_id,
             interaction_id=msg.interaction_id,
             thread_id=msg.thread_id,
+            components=tuple(copy.deepcopy(msg.components)),
         )
 
     def messages(

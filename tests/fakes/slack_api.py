@@ -1222,8 +1222,13 @@ class FakeSlack:
         tz: str = "Europe/Berlin",
         tz_offset: int = 3600,
         email: str | None = None,
+        is_admin: bool = False,
+        is_owner: bool = False,
+        is_restricted: bool = False,
+        team_id: str | None = None,
     ) -> JSONDict:
-        """Add a workspace member; returns the ``users.info`` user object."""
+        """Add a workspace member; returns the ``users.info`` user object. `team_id`: a
+        member of another workspace (Slack Connect)."""
         real = real_name or name
         avatar = f"https://avatars.slack-edge.com/2024-01-01/{id.lower()}_"
         profile: JSONDict = {
@@ -1258,7 +1263,7 @@ class FakeSlack:
             profile["email"] = email
         user: JSONDict = {
             "id": id,
-            "team_id": self.team_id,
+            "team_id": team_id or self.team_id,
             "name": name,
             "deleted": False,
             "color": f"{self._rng.randrange(0x1000000):06x}",
@@ -1267,10 +1272,10 @@ class FakeSlack:
             "tz_label": tz,
             "tz_offset": tz_offset,
             "profile": profile,
-            "is_admin": False,
-            "is_owner": False,
+            "is_admin": is_admin or is_owner,
+            "is_owner": is_owner,
             "is_primary_owner": False,
-            "is_restricted": False,
+            "is_restricted": is_restricted,
             "is_ultra_restricted": False,
             "is_bot": is_bot,
             "is_app_user": False,

@@ -30,7 +30,7 @@ from tests.fakes.cometapi import (
     StreamCut,
 )
 from tests.fakes.slack_api import FakeSlack
-from tests.faults.procs import BotProcess, RedisServer, bot_env, round_robin
+from tests.faults.procs import ROOT, BotProcess, RedisServer, bot_env, round_robin
 from tests.support import API_KEY
 
 TOKEN = "xoxb-fault-test-0001"
@@ -377,3 +377,70 @@ async def test_sigterm_finishes_quick_answers_and_tells_slow_ones(
         finally:
             assert await second.stop() == 0
             second.cleanup()
+
+
+async def test_an_approval_clicked_after_a_restart_is_finished_by_the_other_replica(
+    redis_url: str, key_prefix: str, cometapi: FakeCometAPI, slack: FakeSlack
+) -> None:
+    """The replica that asked for approval is stopped while the person thinks; the click
+    reaches the other replica, which runs the tool and finishes the answer in the thread.
+    Meanwhile a later message in the thread waits behind the paused turn."""
+    from tests.fakes.cometapi import ToolCall
+    from tests.test_slack_approvals import click
+
+    cometapi.script(
+        GPT,
+        Reply("Filing it.", tool_calls=[ToolCall("create_ticket", {"title": "VPN"})]),
+        Reply("Done: filed."),
+    )
+    env = env_for(
+        redis_url,
+        key_prefix,
+        cometapi,
+        slack,
+        tool_modules="tests.approval_tools",
+        shutdown_grace_seconds=0.5,
+        pythonpath=str(ROOT),
+    )
+    first, second = BotProcess(env, name="asked"), BotProcess(env, name="finished")
+    await asyncio.gather(first.start(), second.start())
+    try:
+        async with aiohttp.ClientSession() as http:
+            mention = slack.mention(GENERAL, ALICE, "file a ticket")
+            root = mention["event"]["ts"]
+            assert await deliver(http, first.url, slack, mention) == 200
+
+            def cards() -> list[Any]:
+                return [m for m in slack.thread(GENERAL, root) if m.user == BOT and m.blocks]
+
+            await wait_for(lambda: bool(cards()), 15, "the approval card")
+            later = slack.user_message(GENERAL, ALICE, "and one more thing", thread_ts=root)
+            assert await deliver(http, second.url, slack, later) == 200
+            assert await first.stop() == 0  # stopped while the person thinks
+            await asyncio.sleep(0.5)
+            assert not any("one more thing" in r.last_user_text for r in cometapi.requests)
+            harness = type("H", (), {"slack": slack, "p": slack.payloads})()
+            form = slack.signer.form_request(
+                slack.payloads.shortcut_form(click(harness, cards()[0], user=ALICE, approve=True))
+            )
+            async with http.post(
+                second.url + "/slack/events", data=form.body, headers=form.headers
+            ) as response:
+                assert response.status == 200
+            await wait_for(
+                lambda: any("one more thing" in r.last_user_text for r in cometapi.requests),
+                20,
+                "the later message, after the paused turn",
+            )
+        texts = [m.text for m in slack.thread(GENERAL, root) if m.user == BOT]
+        assert any("Approved by Alice" in t for t in texts)
+        assert any(t.endswith("Done: filed.") for t in texts)
+        results = [r.tool_results for r in cometapi.requests_for(GPT) if r.tool_results]
+        assert "created ticket T-1: VPN" in results[0][0][1]
+        after = cometapi.requests_for(GPT)[-1]
+        assert "created ticket T-1" in json.dumps(after.json)  # the later one saw it
+    finally:
+        await first.stop()
+        await second.stop()
+        first.cleanup()
+        second.cleanup()
