@@ -63,7 +63,7 @@ async def test_approve_and_deny_with_the_buttons(
                 10,
             )
             await h.settle()
-            settled = [m for m in h.bot_messages(h.general) if m.id == card.id][0]
+            settled = next(m for m in h.bot_messages(h.general) if m.id == card.id)
             assert (
                 "approved by alice" if approve else "denied by alice"
             ) in settled.content.lower()

@@ -115,7 +115,7 @@ async def test_the_asker_approves_and_the_answer_goes_on(h: Harness) -> None:
     texts = [m.text for m in h.slack.thread(GENERAL, root) if m.user == BOT]
     assert any("Approved by Alice" in t for t in texts)
     assert any(t.endswith("Done: the ticket is filed.") for t in texts)
-    after = [m for m in h.slack.thread(GENERAL, root) if m.ts == card.ts][0]
+    after = next(m for m in h.slack.thread(GENERAL, root) if m.ts == card.ts)
     assert "teambot_approve" not in json.dumps(after.blocks)  # the buttons are gone
 
 
