@@ -54,14 +54,13 @@ async def test_approve_and_deny_with_the_buttons(
             verb = "approve" if approve else "deny"
             click = h.dc.component_interaction(card.id, custom_id(card, verb), h.alice)
             await h.dc.dispatch("INTERACTION_CREATE", click)
-            await h.dc.wait_until(
-                lambda: (
-                    any("All set." in m.content for m in h.bot_messages(h.general))
-                    and len([m for m in h.bot_messages(h.general) if "All set." in m.content])
-                    == (1 if approve else 2)
-                ),
-                10,
-            )
+            answers = 1 if approve else 2
+
+            def answered(answers: int = answers) -> bool:
+                done = [m for m in h.bot_messages(h.general) if "All set." in m.content]
+                return len(done) == answers
+
+            await h.dc.wait_until(answered, 10)
             await h.settle()
             settled = next(m for m in h.bot_messages(h.general) if m.id == card.id)
             assert (
