@@ -19,6 +19,7 @@ __all__ = [
     "DAILY_BUDGET_USD",
     "ERRORS",
     "EVENTS",
+    "FEEDBACK",
     "FIRST_TOKEN_SECONDS",
     "INFLIGHT",
     "MCP_CALLS",
@@ -89,6 +90,12 @@ COST_USD = Counter(
     "teambot_cost_usd",
     "Estimated spend in USD, by route and model",
     ["route", "model"],
+    registry=REGISTRY,
+)
+FEEDBACK = Counter(
+    "teambot_feedback",
+    "Votes on answers (a changed vote counts again, for its new rating)",
+    ["platform", "route", "model", "rating"],
     registry=REGISTRY,
 )
 TOOL_CALLS = Counter(

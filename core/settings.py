@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     tool_timeout_seconds: float = Field(default=20.0, gt=0)
     tool_result_max_chars: int = Field(default=12_000, ge=200)
     approval_timeout_seconds: float = Field(default=600.0, ge=1, le=86_400)
+    # models a channel may choose for dialogue ("protocol:model"); empty = DIALOGUE_MODEL alone
+    dialogue_model_choices: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    feedback_retention_days: int = Field(default=90, ge=1, le=3650)
     summary_chunk_tokens: int = Field(default=120_000, ge=500)
     max_attachment_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     # answers and commands one process works on at once (SLACK_CONCURRENCY: its old name)
@@ -207,7 +210,9 @@ class Settings(BaseSettings):
             value = re.sub(r"(/v1(beta)?)?/*$", "", value.strip(), flags=re.IGNORECASE)
         return value
 
-    @field_validator("dialogue_route", "summary_route", "tool_modules", mode="before")
+    @field_validator(
+        "dialogue_route", "summary_route", "tool_modules", "dialogue_model_choices", mode="before"
+    )
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -217,7 +222,7 @@ class Settings(BaseSettings):
     def _csv_ints(cls, value: Any) -> Any:
         return _split_csv(value)
 
-    @field_validator("dialogue_route", "summary_route")
+    @field_validator("dialogue_route", "summary_route", "dialogue_model_choices")
     @classmethod
     def _route_entries(cls, value: list[str]) -> list[str]:
         for entry in value:
