@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
-__all__ = ["Command", "parse_command"]
+__all__ = ["Command", "is_stop", "parse_command"]
 
 
 class Command(StrEnum):
     SUMMARIZE = "summarize"
     FORGET = "forget"
     HELP = "help"
+    STOP = "stop"
 
 
 _WORDS = {
@@ -22,10 +23,16 @@ _WORDS = {
     "tl;dr": Command.SUMMARIZE,
     "forget": Command.FORGET,
     "help": Command.HELP,
+    "stop": Command.STOP,
 }
 _FILLER = frozenset(
     {"this", "the", "thread", "conversation", "please", "pls", "it", "everything", "up", "now"}
 )
+
+
+def is_stop(text: str) -> bool:
+    """Is a raw platform message (mentions and all) a request to stop ("@teambot stop")?"""
+    return parse_command(re.sub(r"<[^>]*>", " ", text)) is Command.STOP
 
 
 def parse_command(text: str) -> Command | None:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -25,6 +26,7 @@ from redis.exceptions import RedisError
 from core import metrics
 from core.approval_flow import ApprovalMixin, Asking
 from core.attachments import user_message
+from core.channel_settings import Effective, SettingsStore
 from core.failures import (
     LOST_TURN,
     MEMORY_DOWN,
@@ -37,6 +39,7 @@ from core.failures import (
     oops,
     safe_fail,
 )
+from core.feedback import AnswerMeta, Feedback
 from core.ledger import Ledger, UsageRecord, UsageReport, utc_day
 from core.logs import bind
 from core.memory import History, RollingSummary
@@ -72,12 +75,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 WAITING = "Waiting for my answer to the previous message…"
+STOPPED = "_(stopped)_"
+SWITCHED_OFF = "Not run: this tool is switched off in this channel. Answer without it."
 
 
 class Outcome(StrEnum):
     ANSWERED = "answered"
     DUPLICATE = "duplicate"
     FAILED = "failed"
+    STOPPED = "stopped"
 
 
 @dataclass
@@ -87,6 +93,9 @@ class _Turn:
     messages: list[ChatMessage] = field(default_factory=list)
     shown: str = ""
     finish: str = "stop"
+    message: ChatMessage | None = None  # the person's message, once read
+    model: str = ""  # the model that wrote the (last part of the) answer
+    tools: list[str] = field(default_factory=list)  # tools called, in order
 
 
 class Engine(SummaryMixin, ApprovalMixin):
@@ -105,6 +114,8 @@ class Engine(SummaryMixin, ApprovalMixin):
         self.line = Line(store, settings)
         self.ledger = Ledger(store, settings)
         self.approvals = Approvals(store, self.line, settings)
+        self.feedback = Feedback(store, settings)
+        self.channels = SettingsStore(store, settings)
         self.router = router
         self.tools = tools
         self._http = http
@@ -260,10 +271,11 @@ class Engine(SummaryMixin, ApprovalMixin):
         delivered = False
         outcome = Outcome.FAILED
         timed = TimedSink(sink)
+        turn = _Turn()
         metrics.INFLIGHT.inc()
         try:
             timed.start()
-            outcome = await fenced(self._answer(incoming, timed, ticket, resume), ticket)
+            outcome = await fenced(self._stoppable(incoming, timed, ticket, resume, turn), ticket)
             delivered = True
         except LeaseLost:
             metrics.ERRORS.labels("lease_lost").inc()
@@ -295,20 +307,61 @@ class Engine(SummaryMixin, ApprovalMixin):
             await self.line.done(ticket, handled=delivered)
         return outcome
 
+    async def _stoppable(
+        self,
+        incoming: Incoming,
+        sink: TimedSink,
+        ticket: Ticket,
+        resume: tuple[PausedTurn, Decided, str | None] | None,
+        turn: _Turn,
+    ) -> Outcome:
+        """The answer, unless someone stops it (Stop, `stop`, Ctrl-C): then the model call
+        is cancelled at once, the text shown so far ends with "(stopped)" and is kept in
+        memory marked as stopped, and the next message goes."""
+        work = asyncio.ensure_future(self._answer(incoming, sink, ticket, resume, turn))
+        stop = asyncio.ensure_future(self.line.stop_requested(ticket))
+        try:
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await work
+            raise
+        finally:
+            stop.cancel()
+        if work.done():
+            return work.result()
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await work
+        log.info("answer stopped on request")
+        if ticket.paused:  # stopped while a person was asked to approve a tool call
+            ticket.paused = False
+            await self.line.unpause(ticket)
+        shown = sink.text.rstrip()
+        if turn.message is not None:
+            kept = f"{shown}\n\n(stopped by the user here)" if shown else "(stopped by the user)"
+            await self.memory.append(
+                incoming.key, [turn.message, ChatMessage.assistant(kept)], fence=ticket
+            )
+        await sink.finish(f"{shown}\n\n{STOPPED}" if shown else STOPPED)
+        return Outcome.STOPPED
+
     async def _answer(
         self,
         incoming: Incoming,
         sink: ReplySink,
         ticket: Ticket,
-        resume: tuple[PausedTurn, Decided, str | None] | None = None,
+        resume: tuple[PausedTurn, Decided, str | None] | None,
+        turn: _Turn,
     ) -> Outcome:
         key = incoming.key
+        effective = await self.channels.effective(key)
         context = ToolContext(
             key=key,
             author=incoming.author,
             summarize=lambda: self.summarize_conversation(key),
         )
-        turn = _Turn()
         start = 0
         if resume is None:
             message, notes = await user_message(incoming, self.settings.max_attachment_bytes)
@@ -320,12 +373,13 @@ class Engine(SummaryMixin, ApprovalMixin):
                 paused.calls, set(paused.needing), decided, by, context
             )
             start = paused.round_number + 1
+        turn.message = message
         history, rolling = await self._fitted_history(key)
-        system = self._system_prompt(rolling)
+        system = self._system_prompt(rolling, effective)
         asking = Asking(incoming, message, ticket)
         try:
             await self._converse(
-                key, system, [*history, message], sink, context, turn, start, asking
+                key, system, [*history, message], sink, context, turn, start, asking, effective
             )
         except (ProviderError, BudgetExceeded, BrokenSummary) as error:
             metrics.ERRORS.labels(error_class(error)).inc()
@@ -341,13 +395,51 @@ class Engine(SummaryMixin, ApprovalMixin):
             final += "\n\n" + "\n".join(f"_{note}_" for note in notes)
         added = [message, *turn.messages]
         await self.memory.append(key, added, fence=ticket)
+        answer_id = await self._offer_feedback(incoming, sink, turn)
         await sink.finish(final)
+        if answer_id is not None:
+            await self._answered(incoming, sink, turn, answer_id)
         # Fold now, while the user reads the answer, so the next turn starts within budget.
         await self._fold_if_needed(key, [*history, *(m.for_storage() for m in added)], rolling)
         return Outcome.ANSWERED
 
-    def _system_prompt(self, rolling: RollingSummary | None) -> str:
+    async def _offer_feedback(self, incoming: Incoming, sink: ReplySink, turn: _Turn) -> str | None:
+        """A sink that shows 👍/👎 (`offer_feedback(answer_id)`) gets the answer's id
+        before its final text goes out."""
+        offer = getattr(sink, "offer_feedback", None)
+        if offer is None:
+            return None
+        answer_id = secrets.token_hex(8)
+        offer(answer_id)
+        return answer_id
+
+    async def _answered(
+        self, incoming: Incoming, sink: TimedSink | ReplySink, turn: _Turn, answer_id: str
+    ) -> None:
+        started = getattr(sink, "started", None)
+        latency = (time.monotonic() - started) * 1000 if started else 0.0
+        meta = AnswerMeta(
+            answer_id=answer_id,
+            tenant=incoming.key.tenant,
+            conversation=str(incoming.key),
+            route="dialogue",
+            model=turn.model,
+            platform=incoming.key.platform,
+            latency_ms=max(0.0, latency),
+            tools=tuple(dict.fromkeys(turn.tools)),
+            message_id=incoming.event_id,
+        )
+        try:
+            await self.feedback.answered(meta)
+        except RedisError as error:
+            log.warning("could not keep what produced answer %s: %s", answer_id, error)
+
+    def _system_prompt(
+        self, rolling: RollingSummary | None, effective: Effective | None = None
+    ) -> str:
         prompt = self.settings.system_prompt
+        if effective is not None and effective.instructions:
+            prompt += f"\n\nInstructions for this channel:\n{effective.instructions}"
         if rolling is not None and rolling.text.strip():
             prompt += (
                 "\n\nMemory of the earlier part of this conversation (older messages were "
@@ -365,8 +457,14 @@ class Engine(SummaryMixin, ApprovalMixin):
         turn: _Turn,
         start: int = 0,
         asking: Asking | None = None,
+        effective: Effective | None = None,
     ) -> None:
         specs = self.tools.specs()
+        route = "dialogue"
+        if effective is not None:
+            specs = [spec for spec in specs if effective.tool_allowed(spec.name)]
+            if effective.model != self.settings.dialogue_model:
+                route = f"dialogue@{effective.model}"
         rounds = self.settings.max_tool_rounds
         for round_number in range(min(start, rounds), rounds + 1):
             last = round_number == rounds
@@ -379,7 +477,7 @@ class Engine(SummaryMixin, ApprovalMixin):
                 thinking_level=self.settings.dialogue_thinking_level,
             )
             text, calls, finish = await self._stream(
-                "dialogue", request, key.tenant, sink, shown=turn.shown
+                route, request, key.tenant, sink, shown=turn.shown, turn=turn
             )
             turn.shown += text
             turn.finish = finish
@@ -387,12 +485,18 @@ class Engine(SummaryMixin, ApprovalMixin):
                 turn.messages.append(ChatMessage.assistant(text))
                 return
             turn.messages.append(ChatMessage.assistant(text, calls))
+            turn.tools.extend(call.name for call in calls)
             names = ", ".join(dict.fromkeys(call.name for call in calls))
             await sink.status(f"Using {names}…")
-            turn.messages.extend(
-                await self._run_calls(
-                    calls, context, sink, turn.messages, turn.shown, round_number, asking
+            allowed = [c for c in calls if effective is None or effective.tool_allowed(c.name)]
+            ran = {
+                m.tool_call_id: m
+                for m in await self._run_calls(
+                    allowed, context, sink, turn.messages, turn.shown, round_number, asking
                 )
+            }
+            turn.messages.extend(
+                ran.get(call.id) or ChatMessage.tool_result(call, SWITCHED_OFF) for call in calls
             )
             if turn.shown and not turn.shown.endswith("\n"):
                 turn.shown += "\n\n"
@@ -406,6 +510,7 @@ class Engine(SummaryMixin, ApprovalMixin):
         sink: ReplySink | None,
         *,
         shown: str = "",
+        turn: _Turn | None = None,
     ) -> tuple[str, list[ToolCall], str]:
         """One model call along a route, streamed into `sink`, with budget check and usage
         accounting. Returns (text, tool calls, finish reason)."""
@@ -419,6 +524,8 @@ class Engine(SummaryMixin, ApprovalMixin):
             async for event in events:
                 if isinstance(event, Attempt):
                     target = event.target
+                    if turn is not None:
+                        turn.model = target.model
                     if event.restart:
                         text.clear()
                         calls.clear()
@@ -440,7 +547,7 @@ class Engine(SummaryMixin, ApprovalMixin):
         joined = "".join(text)
         if usage is None:
             usage = Usage(request_tokens(request), estimate_text(joined))
-        await self._record(tenant, route, target, usage)
+        await self._record(tenant, route.partition("@")[0], target, usage)
         return joined, calls, finish
 
     async def _check_budget(self, tenant: str, route: str, request: ModelRequest) -> None:

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from redis.exceptions import RedisError
 
 from core import metrics
-from core.commands import Command, parse_command
+from core.commands import Command, is_stop, parse_command
 from core.engine import Engine, Outcome
 from core.failures import MEMORY_DOWN, oops
 from core.logs import bind
@@ -63,6 +63,8 @@ FORGOTTEN = (
     "Mention me if you want me back."
 )
 
+NOTHING_TO_STOP = "There is nothing to stop: I'm not writing an answer here right now."
+
 
 #: Opens a reply from the address an adapter gave (`Incoming.reply_to`).
 Reopen = Callable[[Mapping[str, str]], Awaitable[ReplySink]]
@@ -84,12 +86,21 @@ class Intake:
         # time (Redis pool, platform rate limits); a slot is taken only at a message's
         # turn, so it is never held by a message waiting behind another.
         self._slots = asyncio.Semaphore(engine.settings.reply_concurrency)
+        # channel → (until, answer mode): a follow-up is admitted without a Redis read
+        # of its channel's settings more than every few seconds
+        self._modes: dict[str, tuple[float, str]] = {}
 
     # --- admission ---------------------------------------------------------------------
 
     async def submit(self, incoming: Incoming, open_sink: OpenSink) -> Admission:
         """Admit `incoming` (one Redis round trip: call it before acknowledging the
-        event) and answer it in the background when its turn comes."""
+        event) and answer it in the background when its turn comes. A `stop` does not
+        wait in line: it stops the answer being written now."""
+        if is_stop(incoming.text) and (
+            incoming.addressed or await self._safely(self.line.is_followed(incoming.key))
+        ):
+            self.engine.spawn(self._stop(incoming, open_sink), name="stop")
+            return Admission.ADMITTED
         admitted = await self._admit(incoming, open_sink)
         if isinstance(admitted, Admission):
             return admitted
@@ -114,14 +125,54 @@ class Intake:
             return Outcome.DUPLICATE if admitted is Admission.DUPLICATE else Outcome.FAILED
         return await self._process(incoming, admitted, opened)
 
+    async def stop(self, key: ConversationKey) -> bool:
+        """Stop the answer being written in `key`'s conversation (any process), within a
+        second. False if none is."""
+        return await self.line.request_stop(key)
+
+    async def _stop(self, incoming: Incoming, open_sink: OpenSink) -> None:
+        if not await self.engine.once("stop", f"{incoming.key}:{incoming.event_id}"):
+            return  # a redelivery
+        if await self.stop(incoming.key) or not incoming.addressed:
+            return
+        sink = await open_sink(incoming)
+        await sink.finish(NOTHING_TO_STOP)
+
+    @staticmethod
+    async def _safely(check: Awaitable[bool]) -> bool:
+        try:
+            return await check
+        except RedisError:
+            return False
+
+    async def _answer_mode(self, key: ConversationKey) -> str:
+        channel = str(key.channel_key())
+        now = time.monotonic()
+        cached = self._modes.get(channel)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        mode = (await self.engine.channels.effective(key)).answer_mode
+        if len(self._modes) > 10_000:
+            self._modes.clear()
+        self._modes[channel] = (now + 5.0, mode)
+        return mode
+
     async def _admit(self, incoming: Incoming, open_sink: OpenSink) -> Ticket | Admission:
         try:
+            follow = incoming.follow
+            # "mentions only" in this channel: no follow-ups, no threads followed
+            if (not incoming.addressed or follow) and await self._answer_mode(
+                incoming.key
+            ) == "mentions":
+                if not incoming.addressed:
+                    return Admission.IGNORED
+                follow = False
             admitted = await self.line.admit(
                 incoming.key,
                 incoming.event_id,
                 incoming.place,
                 addressed=incoming.addressed,
-                follow=incoming.follow,
+                follow=follow,
             )
         except RedisError as error:
             log.error("memory store failed while admitting %s: %s", incoming.event_id, error)
@@ -202,6 +253,8 @@ class Intake:
         elif command is Command.FORGET:
             await self.engine.forget(key)
             await sink.finish(FORGOTTEN)
+        elif command is Command.STOP:  # it reached its turn: what it meant has ended
+            await sink.finish(NOTHING_TO_STOP)
         else:
             if incoming.transcript is not None:
                 messages = list(await incoming.transcript())

@@ -8,6 +8,7 @@ Keys (all in the conversation's Redis Cluster slot, `{K}`):
     P:q:{K}:cur    string      the member whose turn it is
     P:q:{K}:a:M    string      lease of member M (renewed by its holder's heartbeat)
     P:q:{K}:p:M    string      M's turn is paused for a person's approval (outlives M's process)
+    P:q:{K}:stop   string      the member whose answer someone asked to stop (Stop, `stop`)
     P:ev:{K}:E     string      claim of platform event E: a lease while answering, "done" after
     P:f:{K}        string      the conversation is followed (answered without a mention)
 
@@ -146,6 +147,17 @@ return 0
 """
 
 
+# Ask the answer being written in a line to stop. KEYS: line, cur. ARGV: ttl ms, wake
+# channel. Returns the member asked to stop, or "" if nothing is being answered.
+_STOP = """
+local cur = redis.call('GET', KEYS[2])
+if not cur then return '' end
+redis.call('SET', KEYS[1] .. ':stop', cur, 'PX', ARGV[1])
+redis.call('PUBLISH', ARGV[2], 'stop')
+return cur
+"""
+
+
 class Admission(StrEnum):
     """What `Line.admit` decided."""
 
@@ -210,6 +222,7 @@ class Line:
         self._take_over = redis.register_script(_TAKE_OVER)
         self._finish = redis.register_script(_FINISH)
         self._release = redis.register_script(_RELEASE)
+        self._stop = redis.register_script(_STOP)
         self._wakeups: dict[str, asyncio.Event] = {}
         self._listener: asyncio.Task[None] | None = None
 
@@ -452,6 +465,33 @@ class Line:
         await self.store.redis.publish(self._wake_channel(line), "decided")
         self._wake(line)
 
+    # --- stopping an answer ------------------------------------------------------------
+
+    async def request_stop(self, key: ConversationKey) -> bool:
+        """Ask whichever process is answering in `key`'s conversation to stop (within a
+        second). False when nothing is being answered there."""
+        line = self._line(key)
+        member = await self._stop(
+            keys=[line, f"{line}:cur"], args=[60_000, self._wake_channel(line)]
+        )
+        self._wake(line)
+        return bool(member)
+
+    async def stop_requested(self, ticket: Ticket) -> None:
+        """Returns once someone asked this ticket's answer to stop (any process): woken
+        by the line's wake-ups, checked at least twice a second."""
+        stop = f"{ticket.line}:stop"
+        while True:
+            event = self.wake_event(ticket.key)
+            try:
+                if await self.store.redis.get(stop) == ticket.member:
+                    return
+            except (*TRANSIENT, RedisError) as error:
+                log.debug("could not check for a stop of %s: %s", ticket.key, error)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await event.wait()
+
     # --- following ---------------------------------------------------------------------
 
     async def follow(self, key: ConversationKey) -> None:
@@ -552,6 +592,6 @@ class Line:
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            # Bounded: the in-process store's pub/sub does not always end on cancel.
+            await asyncio.wait({self._listener}, timeout=1.0)
             self._listener = None

@@ -276,4 +276,11 @@ def build_routes(settings: Settings) -> dict[str, list[Target]]:
         f"gemini:{settings.summary_model}",
         f"openai:{settings.dialogue_model}",
     ]
-    return {"dialogue": chain(dialogue), "summary": chain(summary)}
+    routes = {"dialogue": chain(dialogue), "summary": chain(summary)}
+    # A channel may pick another dialogue model (DIALOGUE_MODEL_CHOICES): its route tries
+    # that model first, then the dialogue route's others.
+    for entry in settings.dialogue_model_choices:
+        chosen = target(*entry.split(":", 1))
+        rest = [t for t in routes["dialogue"] if t.model != chosen.model]
+        routes[f"dialogue@{chosen.model}"] = [chosen, *rest]
+    return routes

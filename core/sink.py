@@ -67,6 +67,8 @@ class TimedSink:
 
     def __init__(self, inner: ReplySink) -> None:
         self.inner = inner
+        #: The answer's text as the person sees it so far (streamed deltas since a reset).
+        self.text = ""
         self.started: float | None = None
         self.first: float | None = None
         self.ended: float | None = None
@@ -103,9 +105,11 @@ class TimedSink:
     async def append(self, delta: str) -> None:
         if self.first is None:
             self.first = time.monotonic()
+        self.text += delta
         await self.inner.append(delta)
 
     async def reset(self) -> None:
+        self.text = ""
         await self.inner.reset()
 
     async def finish(self, text: str) -> None:
