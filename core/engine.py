@@ -604,8 +604,9 @@ class Engine(SummaryMixin, ApprovalMixin):
             return history, rolling
         return keep, summary
 
-    def summarizer(self, tenant: str) -> Summarizer:
-        """A summarizer whose model calls are budgeted and billed to `tenant`."""
+    def summarizer(self, tenant: str, language: str = "") -> Summarizer:
+        """A summarizer whose model calls are budgeted and billed to `tenant`, writing in
+        `language` ("" = the conversation's own)."""
 
         async def call(request: ModelRequest) -> str:
             text, _calls, _finish = await self._stream("summary", request, tenant, None)
@@ -617,6 +618,7 @@ class Engine(SummaryMixin, ApprovalMixin):
             max_output_tokens=self.settings.summary_max_output_tokens,
             thinking_level=self.settings.summary_thinking_level,
             bot_name=self.settings.bot_name,
+            language=language,
         )
 
     # --- the rest of the public API -----------------------------------------------------------

@@ -3,8 +3,8 @@ what produced the answer (route, model, tools, latency), counted per week and mo
 
 Keys (none in a conversation's slot: each is a single-key operation):
 
-    P:fb:T:ANSWER    hash    what produced the answer, and `v:USER` = "up" / "down|reason"
-    P:fbw:T:WEEK     hash    `route|model|up` and `route|model|down` counts of the ISO week
+    P:fb:{T}:ANSWER  hash    what produced the answer, and `v:USER` = "up" / "down|reason"
+    P:fbw:{T}:WEEK   hash    `route|model|up` and `route|model|down` counts of the ISO week
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class Feedback:
         self._vote = store.redis.register_script(_VOTE)
 
     def _answer(self, tenant: str, answer_id: str) -> str:
-        return self.keys.plain("fb", tenant, answer_id)
+        return self.keys.of("fb", tenant, answer_id)
 
     async def answered(self, meta: AnswerMeta) -> None:
         """Remember what produced an answer (its votes come later)."""
@@ -104,7 +104,7 @@ class Feedback:
         reason = " ".join(reason.split())[:300]
         previous = str(
             await self._vote(
-                keys=[self._answer(tenant, answer_id), self.keys.plain("fbw", tenant, iso_week())],
+                keys=[self._answer(tenant, answer_id), self.keys.of("fbw", tenant, iso_week())],
                 args=[f"v:{user}", rating, reason, self.ttl, 15 * 86_400],
             )
         )
@@ -127,7 +127,7 @@ class Feedback:
         """This week's (route, model) → [👍, 👎]."""
         raw = cast(
             dict[str, str],
-            await self.store.redis.hgetall(self.keys.plain("fbw", tenant, week or iso_week())),
+            await self.store.redis.hgetall(self.keys.of("fbw", tenant, week or iso_week())),
         )
         out: dict[tuple[str, str], list[int]] = {}
         for name, count in raw.items():

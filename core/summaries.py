@@ -194,8 +194,11 @@ class Summarizer:
         thinking_level: str | None,
         bot_name: str = "teambot",
         concurrency: int = 4,
+        language: str = "",
     ) -> None:
         self._call = call
+        #: The channel's summary language ("" = the conversation's own).
+        self.language = language
         self.chunk_tokens = chunk_tokens
         self.max_output_tokens = max_output_tokens
         self.thinking_level = thinking_level
@@ -218,6 +221,8 @@ class Summarizer:
         )
 
     async def _structured(self, system: str, text: str) -> StructuredSummary:
+        if self.language:
+            system += f" Write the summary in {self.language}, whatever the messages' language."
         request = self._request(system, text, structured=True, max_out=self.max_output_tokens)
         problem = ""
         for _ in range(2):

@@ -10,6 +10,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from core.channel_settings import SettingsStore
 from core.failures import MEMORY_DOWN, BudgetExceeded, failure_message
 from core.memory import History
 from core.providers.base import ProviderError
@@ -45,8 +46,9 @@ class SummaryMixin:
     """The engine's summary API (needs `memory` and `summarizer`)."""
 
     memory: History
+    channels: SettingsStore
 
-    def summarizer(self, tenant: str) -> Summarizer:
+    def summarizer(self, tenant: str, language: str = "") -> Summarizer:
         raise NotImplementedError
 
     async def summarize(
@@ -69,7 +71,10 @@ class SummaryMixin:
         `show` is False), or None after `sink.fail`."""
         sink = sink or CollectingSink()
         try:
+            language = (await self.channels.effective(scope)).summary_language
             cached = await self.memory.cached_summary(scope)
+            if cached is not None and cached.get("language", "") != language:
+                cached = None  # the channel's summary language changed: start over
             previous, new, covered = incremental(cached, messages)
             count = len(covered) + len(new)
             if previous is not None and not new:
@@ -81,7 +86,8 @@ class SummaryMixin:
                 await sink.status(
                     f"Summarizing {len(new):,} message{'s' if len(new) != 1 else ''}…"
                 )
-                summary = await self.summarizer(scope.tenant).summarize(new, previous, context)
+                summarizer = self.summarizer(scope.tenant, language)
+                summary = await summarizer.summarize(new, previous, context)
                 hashes = {m.id: message_hash(m) for m in (*covered, *new) if m.id}
                 last = new[-1] if new else covered[-1]
                 await self.memory.store_summary(
@@ -92,6 +98,7 @@ class SummaryMixin:
                         "last_id": last.id,
                         "last_ts": last.ts,
                         "count": count,
+                        "language": language,
                     },
                 )
         except (ProviderError, BudgetExceeded, BrokenSummary) as error:

@@ -679,6 +679,8 @@ class RecordedRequest:
     rejection: Rejection | None = None
     #: What answered: "Reply", a fault class name, "rejected", or None while in flight.
     outcome: str | None = None
+    #: When (``time.monotonic()``) the client closed a streamed answer before its end.
+    hung_up_at: float | None = None
 
     def __repr__(self) -> str:
         state = (
@@ -2011,7 +2013,7 @@ class FakeCometAPI:
                 frames.append(error_frame)
                 if rec.protocol == "gemini" and not rec.sse:
                     frames.append(b"]")
-            return await self._write_frames(request, reply, frames, headers, cut_after)
+            return await self._write_frames(request, rec, reply, frames, headers, cut_after)
         # Non-streamed: a single body.
         body = error_frame if error is not None else b"".join(frames)
         resp = web.StreamResponse(status=200, headers=headers)
@@ -2027,12 +2029,16 @@ class FakeCometAPI:
             await resp.write(body)
             await resp.write_eof()
         except ConnectionError:
-            pass
+            rec.hung_up_at = time.monotonic()
+        except asyncio.CancelledError:
+            rec.hung_up_at = time.monotonic()
+            raise
         return resp
 
     async def _write_frames(
         self,
         request: web.Request,
+        rec: RecordedRequest,
         reply: Reply,
         frames: list[bytes],
         headers: dict[str, str],
@@ -2056,7 +2062,10 @@ class FakeCometAPI:
                 return resp
             await resp.write_eof()
         except ConnectionError:
-            pass
+            rec.hung_up_at = time.monotonic()
+        except asyncio.CancelledError:
+            rec.hung_up_at = time.monotonic()
+            raise
         return resp
 
     def _check_emitted(self, kind: str, obj: dict[str, Any]) -> None:
