@@ -66,6 +66,7 @@ from core.tools.approval import Outcome as Decided
 from core.types import ChatMessage, ConversationKey, Incoming, ToolCall
 
 if TYPE_CHECKING:
+    from core.knowledge import Knowledge
     from core.tools.mcp_servers import McpManager
 
 __all__ = ["BudgetExceeded", "Engine", "Outcome", "UsageReport"]
@@ -122,6 +123,7 @@ class Engine(SummaryMixin, ApprovalMixin):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._draining = False
         self.mcp: McpManager | None = None
+        self._knowledge: Knowledge | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -154,7 +156,22 @@ class Engine(SummaryMixin, ApprovalMixin):
             engine.mcp = mcp
         return engine
 
+    @property
+    def knowledge(self) -> Knowledge:
+        """History search and scheduled recaps (`core.knowledge`), made on first use."""
+        if self._knowledge is None:
+            from core.knowledge import Knowledge
+
+            self._knowledge = Knowledge(self)
+        return self._knowledge
+
+    @knowledge.setter
+    def knowledge(self, knowledge: Knowledge) -> None:
+        self._knowledge = knowledge
+
     async def close(self) -> None:
+        if self._knowledge is not None:
+            await self._knowledge.stop()
         if self.mcp is not None:
             await self.mcp.stop()
         if self._http is not None:
