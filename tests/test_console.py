@@ -356,3 +356,24 @@ async def test_piped_approval_reads_the_next_line(
     results = [r.tool_results for r in cometapi.requests if r.tool_results]
     assert "created ticket" in results[0][0][1]
     assert "Not run" in results[1][0][1]
+
+
+async def test_piped_recap_sets_lists_and_removes_the_schedule(
+    cometapi: FakeCometAPI, key_prefix: str, tmp_path: Path
+) -> None:
+    """/recap in the console: the person at the console may always set it; times are in
+    RECAP_TIMEZONE; the shortest interval is RECAP_MIN_INTERVAL_MINUTES."""
+    env = console_env(cometapi, None, key_prefix, tmp_path, RECAP_TIMEZONE="Europe/Paris")
+    script = "/recap\n/recap weekly mon 09:00\n/recap\n/recap every 5m\n/recap off\n/recap\n"
+    code, out, err = await run_piped(["console", "--user", "Sam"], script.encode(), env, tmp_path)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("This channel has no scheduled recap.")
+    assert lines[1].startswith(
+        "This channel will get a recap every Monday at 09:00 (Europe/Paris); the first one "
+    )
+    assert lines[2].startswith("This channel gets a recap every Monday at 09:00 (Europe/Paris)")
+    assert lines[3] == ("Recaps can come at most every hour here; choose a longer interval.")
+    assert lines[4] == "Recaps in this channel are off."
+    assert lines[5].startswith("This channel has no scheduled recap.")
+    assert cometapi.requests == []
