@@ -101,6 +101,8 @@ class Knowledge:
         timezone: str | None = None,
     ) -> str:
         """`/recap …` in `channel`: the reply to show the person (see `Recaps.command`)."""
+        if self.targets and not self.running:
+            self.start()
         return await self.recaps.command(
             channel.channel_key(),
             text,
@@ -112,8 +114,13 @@ class Knowledge:
     # --- the scheduler ----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Run the recap scheduler for the attached platforms (restarted if it runs)."""
+        """Run the recap scheduler for the attached platforms (restarted if it runs).
+        Outside an event loop nothing starts; the first `/recap` starts it then."""
         if not self.targets:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
             return
         self.scheduler = RecapScheduler(
             self.recaps,
