@@ -120,7 +120,8 @@ async def test_search_history_finds_a_decision_among_2000_messages_with_its_perm
     link = f"https://{h.slack.team_domain}.slack.com/archives/{GENERAL}/p{decided.replace('.', '')}"
     [search] = h.cometapi.requests_for(FLASH)
     assert "Old Mill" in search.last_user_text
-    assert "(2,001, oldest first)" in search.last_user_text or "2,0" in search.last_user_text
+    # the 2,000, the decision and the question: the whole window
+    assert "(2,002, oldest first)" in search.last_user_text
     [(_, result)] = h.cometapi.requests_for(GPT)[-1].tool_results
     assert json.loads(result)["sources"][0]["link"] == link
     answer = h.replies(GENERAL, parent)[-1].text
