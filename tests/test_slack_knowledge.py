@@ -140,3 +140,40 @@ async def test_search_history_finds_a_decision_among_2000_messages_with_its_perm
     [(_, refused)] = h.cometapi.requests_for(GPT)[-1].tool_results
     assert "not a member of #secret" in refused
     h.assert_clean()
+
+
+async def test_documents_attached_on_slack_reach_the_models(h: Harness) -> None:
+    """A 20-page PDF with a fact only on page 17 is read into the message; a 3-page scan
+    goes to Flash-Lite as application/pdf; an oversized file is noted, not downloaded."""
+    from tests.core.test_documents import scanned_pdf, text_pdf
+
+    pdf = text_pdf(20, fact_page=17, fact="The venue contract number is VX-4471.")
+    report = h.slack.add_file("report.pdf", "application/pdf", pdf, user=ALICE)
+    mention = h.slack.mention(GENERAL, ALICE, "what is the contract number?", files=[report])
+    await h.send(mention)
+    await h.settle()
+    [request] = h.cometapi.requests_for(GPT)
+    assert "--- page 17 ---" in request.last_user_text
+    assert "VX-4471" in request.last_user_text
+
+    h.cometapi.clear_requests()
+    scan = scanned_pdf(3)
+    scanned = h.slack.add_file("scan.pdf", "application/pdf", scan, user=ALICE)
+    big = h.slack.add_file("dump.csv", "text/csv", b"a,b\n1,2\n", user=ALICE)
+    big["size"] = 300 * 1024 * 1024
+    mention = h.slack.mention(GENERAL, ALICE, "summarize the scan", files=[scanned, big])
+    await h.send(mention)
+    await h.settle()
+    [request] = h.cometapi.requests
+    assert request.model == FLASH
+    mimes = [
+        part["inlineData"]["mimeType"]
+        for content in request.contents
+        for part in content.get("parts", [])
+        if "inlineData" in part
+    ]
+    assert mimes == ["application/pdf"]
+    [answer] = h.replies(GENERAL, mention["event"]["ts"])
+    assert "I skipped dump.csv: it is 314.6 MB" in answer.text
+    assert len(h.slack.file_downloads) == 2  # report.pdf and scan.pdf; not dump.csv
+    h.assert_clean()
