@@ -40,7 +40,7 @@ from core import (
     Settings,
 )
 
-__all__ = ["COMMANDS", "run_console"]
+__all__ = ["COMMANDS", "ConsoleKnowledge", "run_console"]
 
 #: The console's commands, each with what it does (this is /help).
 COMMANDS: tuple[tuple[str, str], ...] = (

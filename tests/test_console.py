@@ -4,17 +4,23 @@ or with piped stdin, real Redis, the fake CometAPI."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pexpect
 import pytest
 
-from bots.console import COMMANDS
+from bots.console import COMMANDS, ConsoleKnowledge
+from core.engine import Engine
+from core.knowledge import Knowledge
+from core.sink import CollectingSink
+from core.types import Author, ConversationKey, Incoming
 from tests.fakes.cometapi import FakeCometAPI, Reply, ServerError
 from tests.support import API_KEY, team_model
 
@@ -377,3 +383,37 @@ async def test_piped_recap_sets_lists_and_removes_the_schedule(
     assert lines[4] == "Recaps in this channel are off."
     assert lines[5].startswith("This channel has no scheduled recap.")
     assert cometapi.requests == []
+
+
+async def test_a_due_console_recap_is_printed_once(
+    engine_with: Callable[..., contextlib.AbstractAsyncContextManager[Engine]],
+    cometapi: FakeCometAPI,
+) -> None:
+    """The console's conversation memory is the recap's channel; a due recap is printed."""
+    cometapi.set_responder(team_model)
+    key = ConversationKey("console", "local", "Sam", "default")
+    printed: list[str] = []
+    async with engine_with(recap_min_interval_minutes=1) as engine:
+        now = [time.time()]
+        engine.knowledge = Knowledge(engine, clock=lambda: now[0], poll_seconds=0.02)
+        target = ConsoleKnowledge(engine, key, printed.append)
+        engine.knowledge.attach("console", history=target, recaps=target)
+        sam = Author("Sam", "Sam")
+        reply = await engine.knowledge.recap_command(
+            key, "/recap every 1m", setter=sam, may_manage=True
+        )
+        assert reply.startswith("This channel will get a recap every minute")
+        state = await engine.knowledge.recaps.get(key)
+        assert state is not None
+        now[0] = state.next_due - 10
+        said = Incoming(key=key, event_id="e1", author=sam, text="We chose the Old Mill", ts=now[0])
+        await engine.reply(said, CollectingSink())
+        now[0] = state.next_due + 1
+        engine.knowledge.recaps.changed.set()
+        for _ in range(500):
+            if printed:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+    assert len(printed) == 1 and printed[0].lstrip().startswith("**Recap: ")
+    assert "Old Mill" in cometapi.requests_for("gemini-3.1-flash-lite")[-1].last_user_text
