@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
@@ -29,21 +29,25 @@ from bots.terminal import MarkdownSink, PlainSink, markdown_console
 from core import (
     ApprovalCard,
     Author,
+    ChatMessage,
     ConversationKey,
     Engine,
+    HistoryMessage,
     Incoming,
     Intake,
+    RecapPost,
     ReplySink,
     Settings,
 )
 
-__all__ = ["COMMANDS", "run_console"]
+__all__ = ["COMMANDS", "ConsoleKnowledge", "run_console"]
 
 #: The console's commands, each with what it does (this is /help).
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("/summarize", "summarize this conversation so far"),
     ("/forget", "erase this conversation's memory and start afresh"),
     ("/usage", "tokens and cost today, against DAILY_BUDGET_USD"),
+    ("/recap", "recap on a schedule (daily 09:00, every 4h, off)"),
     ("/help", "this list"),
     ("/quit", "leave (Ctrl-D and Ctrl-C at the prompt do too)"),
 )
@@ -118,6 +122,46 @@ class ConsoleApprovals:
         self.sink.show(f"_(The request was {said.get(outcome, outcome)}.)_")
 
 
+class ConsoleKnowledge:
+    """The console's conversation as core's knowledge sees it: its memory is the channel
+    history (for recaps and `search_history`), and a recap is printed. Translation only;
+    the rules are core's."""
+
+    def __init__(self, engine: Engine, key: ConversationKey, out: Callable[[str], None]) -> None:
+        self.engine = engine
+        self.key = key
+        self.out = out
+
+    async def _messages(self) -> list[ChatMessage]:
+        return await self.engine.memory.everything(self.key)
+
+    async def read_since(
+        self, channel: ConversationKey, since_ts: float, limit: int
+    ) -> Sequence[ChatMessage]:
+        found = [m for m in await self._messages() if m.ts > since_ts and m.role != "tool"]
+        return found[-limit:]
+
+    async def post(self, channel: ConversationKey, recap: RecapPost) -> str | None:
+        self.out(f"\n{recap.markdown}\n")
+        return None
+
+    async def resolve(self, current: ConversationKey, channel: str) -> ConversationKey | None:
+        return None  # the console has one conversation
+
+    async def may_read(self, asker: Author, channel: ConversationKey) -> bool | str:
+        return channel == self.key.channel_key()
+
+    async def read(
+        self, channel: ConversationKey, oldest_ts: float, limit: int
+    ) -> AsyncIterator[Sequence[HistoryMessage]]:
+        found = [
+            HistoryMessage(m.id or f"{self.key.thread}-{i}", m.name or m.role, m.ts, m.content)
+            for i, m in enumerate(await self._messages())
+            if m.ts > oldest_ts and m.role in ("user", "assistant") and m.content
+        ]
+        yield found[::-1][:limit]
+
+
 class _Console:
     def __init__(self, engine: Engine, key: ConversationKey, name: str, hush: _Hush) -> None:
         self.engine = engine
@@ -186,6 +230,16 @@ class _Console:
         elif command == "/usage":
             report = await self.engine.usage(self.key.tenant)
             sink.show(report.render())
+        elif command == "/recap":
+            sink.show(
+                await self.engine.knowledge.recap_command(
+                    self.key,
+                    text,
+                    setter=Author(id=self.name, name=self.name),
+                    may_manage=True,  # the console's person owns the conversation
+                    timezone=self.engine.settings.recap_timezone,
+                )
+            )
         elif command == "/summarize":
             if isinstance(sink, MarkdownSink):
                 sink.begin()
@@ -354,6 +408,13 @@ async def run_console(
     else:
         engine = await Engine.start(settings)
     console = _Console(engine, key, name, hush)
+
+    def show(text: str) -> None:
+        stdout.write(text)
+        stdout.flush()
+
+    knowledge = ConsoleKnowledge(engine, key, show)
+    engine.knowledge.attach("console", history=knowledge, recaps=knowledge)
     try:
         if interactive:
             await _interactive(console, stdout, settings)

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     )
     from core.engine import Engine, Outcome, UsageReport
     from core.failures import RESTARTING, oops
+    from core.history_search import HistoryMessage
     from core.intake import Intake, OpenSink
+    from core.knowledge import Knowledge
     from core.logs import bind, configure_logging, log_context
     from core.memory import MessageRef
     from core.outbound import (
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
         split_pages,
     )
     from core.queue import Admission
+    from core.recaps import RecapPost
     from core.settings import ENV_FILE_VARIABLE, ConfigError, Settings, load_settings
     from core.sink import CollectingSink, ReplySink
     from core.store import KeyedLocks
@@ -75,9 +78,11 @@ __all__ = [
     "Engine",
     "Fetch",
     "GatewayReport",
+    "HistoryMessage",
     "Incoming",
     "Intake",
     "KeyedLocks",
+    "Knowledge",
     "MediaPart",
     "MentionGuard",
     "MessageRef",
@@ -88,6 +93,7 @@ __all__ = [
     "ProbeResult",
     "Rate",
     "RateReport",
+    "RecapPost",
     "ReplySink",
     "Settings",
     "StructuredSummary",
@@ -146,6 +152,9 @@ _WHERE: dict[str, str] = {
     "Fetch": "core.types",
     "GatewayReport": "core.diagnostics",
     "Incoming": "core.types",
+    "HistoryMessage": "core.history_search",
+    "Knowledge": "core.knowledge",
+    "RecapPost": "core.recaps",
     "Intake": "core.intake",
     "KeyedLocks": "core.store",
     "MediaPart": "core.types",

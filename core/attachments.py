@@ -1,71 +1,88 @@
-"""A user's message as the model reads it: text, files inline or as media parts, and a
-short note for every file that could not be read."""
+"""A user's message as the model reads it: text, documents read through `core.documents`
+(PDF text layers, DOCX, text, CSV, JSON, code), media parts (images, audio, video and PDFs
+without a text layer) and a short note for every file that was cut or skipped.
+
+Memory keeps a document's text only while it is small next to the history budget; a large
+one is folded to a summary on the summary route (`fold_documents`), so it is not resent in
+full on every later turn.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
-from core.types import ChatMessage, Incoming, MediaPart, Modality
+from core.documents import DocumentLimits, read_attachments
+from core.providers.base import ModelRequest
+from core.settings import Settings
+from core.tokens import estimate_text
+from core.types import ChatMessage, Incoming
 
-__all__ = ["MAX_INLINE_TEXT", "user_message"]
+__all__ = ["DOCUMENT_SHARE", "UserMessage", "fold_documents", "user_message"]
 
 log = logging.getLogger(__name__)
 
-_MODALITY_BY_MIME: dict[str, Modality] = {"application/pdf": "pdf"}
-_TEXT_MIMES = ("text/", "application/json", "application/xml", "application/x-yaml")
-MAX_INLINE_TEXT = 200_000
+# A message's documents may take at most this share of the history budget in memory;
+# beyond it memory keeps a summary of them instead.
+DOCUMENT_SHARE = 0.5
+
+DOCUMENT_SYSTEM = (
+    "You condense documents a person attached to a chat message, so a chat assistant can "
+    "answer later questions about them without the full text. Keep every fact, figure, "
+    "name, date, decision and identifier, with the page it is on when pages are marked "
+    "(`--- page N ---`). Plain text, no preamble."
+)
 
 
-def _modality(mime: str) -> Modality | None:
-    if mime in _MODALITY_BY_MIME:
-        return _MODALITY_BY_MIME[mime]
-    top = mime.split("/", 1)[0]
-    if top in ("image", "audio", "video"):
-        return top  # type: ignore[return-value]
-    return None
+@dataclass(slots=True)
+class UserMessage:
+    """The message for this turn, the notes for the person, and the documents' text (the
+    part of `message.content` that `fold_documents` may replace)."""
+
+    message: ChatMessage
+    notes: list[str] = field(default_factory=list)
+    documents: str = ""
 
 
-async def user_message(incoming: Incoming, max_bytes: int) -> tuple[ChatMessage, list[str]]:
-    """The stored message for `incoming` and the notes about files it could not use."""
-    parts: list[MediaPart] = []
-    notes: list[str] = []
-    inline: list[str] = []
-    for attachment in incoming.attachments:
-        kind = _modality(attachment.mime)
-        is_text = attachment.mime.startswith(_TEXT_MIMES)
-        if kind is None and not is_text:
-            notes.append(f"I can't read {attachment.name} ({attachment.mime} files).")
-            continue
-        max_size = MAX_INLINE_TEXT if is_text else max_bytes
-        if attachment.size > max_size:
-            notes.append(
-                f"I skipped {attachment.name}: it is {attachment.size / 1e6:.1f} MB, "
-                f"over my {max_size / 1e6:.1f} MB limit."
-            )
-            continue
-        try:
-            data = await attachment.fetch()
-        except Exception as error:
-            log.warning("could not download %s: %s", attachment.name, error)
-            notes.append(f"I couldn't download {attachment.name}.")
-            continue
-        if len(data) > max_size:
-            notes.append(f"I skipped {attachment.name}: it is over my size limit.")
-            continue
-        if is_text:
-            inline.append(f"\n\n--- {attachment.name} ---\n{data.decode('utf-8', 'replace')}\n---")
-        elif kind is not None:
-            parts.append(
-                MediaPart(kind=kind, mime=attachment.mime, data=data, name=attachment.name)
-            )
-    text = incoming.text + "".join(inline)
-    if notes:
-        text += "\n" + " ".join(f"[{note}]" for note in notes)
+async def user_message(incoming: Incoming, settings: Settings) -> UserMessage:
+    """The message for `incoming`, with its files read within the settings' limits."""
+    read = await read_attachments(incoming.attachments, DocumentLimits.from_settings(settings))
     message = ChatMessage.user(
-        text,
+        read.message_text(incoming.text),
         incoming.author.name,
         id=incoming.message_id or incoming.event_id,
         ts=incoming.ts,
-        parts=parts,
+        parts=read.parts,
     )
-    return message, notes
+    return UserMessage(message, list(read.notes), read.text)
+
+
+async def fold_documents(
+    built: UserMessage,
+    budget: int,
+    call: Callable[[ModelRequest], Awaitable[str]],
+) -> ChatMessage:
+    """The message as memory keeps it: binary parts become notes (`for_storage`), and
+    documents over `DOCUMENT_SHARE` of the history budget become a summary written on the
+    summary route by `call`. If that call fails the text is kept (the history fold will
+    deal with it later): never silently cut."""
+    stored = built.message.for_storage()
+    documents = built.documents
+    limit = int(budget * DOCUMENT_SHARE)
+    if not documents or estimate_text(documents) <= limit:
+        return stored
+    request = ModelRequest(
+        system=DOCUMENT_SYSTEM,
+        messages=[ChatMessage.user(documents)],
+        max_output_tokens=max(256, min(2000, limit)),
+    )
+    try:
+        summary = (await call(request)).strip()
+    except Exception as error:
+        log.warning("could not fold the documents of a message: %s", error)
+        return stored
+    if not summary or len(summary) >= len(documents):
+        return stored
+    folded = f"\n\n[Attached documents, summarized for memory]\n{summary}\n[End of summary]"
+    return stored.model_copy(update={"content": stored.content.replace(documents, folded, 1)})

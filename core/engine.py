@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from core import metrics
 from core.approval_flow import ApprovalMixin, Asking
-from core.attachments import user_message
+from core.attachments import UserMessage, fold_documents, user_message
 from core.channel_settings import Effective, SettingsStore
 from core.failures import (
     LOST_TURN,
@@ -66,6 +66,7 @@ from core.tools.approval import Outcome as Decided
 from core.types import ChatMessage, ConversationKey, Incoming, ToolCall
 
 if TYPE_CHECKING:
+    from core.knowledge import Knowledge
     from core.tools.mcp_servers import McpManager
 
 __all__ = ["BudgetExceeded", "Engine", "Outcome", "UsageReport"]
@@ -122,6 +123,7 @@ class Engine(SummaryMixin, ApprovalMixin):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._draining = False
         self.mcp: McpManager | None = None
+        self._knowledge: Knowledge | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -154,7 +156,22 @@ class Engine(SummaryMixin, ApprovalMixin):
             engine.mcp = mcp
         return engine
 
+    @property
+    def knowledge(self) -> Knowledge:
+        """History search and scheduled recaps (`core.knowledge`), made on first use."""
+        if self._knowledge is None:
+            from core.knowledge import Knowledge
+
+            self._knowledge = Knowledge(self)
+        return self._knowledge
+
+    @knowledge.setter
+    def knowledge(self, knowledge: Knowledge) -> None:
+        self._knowledge = knowledge
+
     async def close(self) -> None:
+        if self._knowledge is not None:
+            await self._knowledge.stop()
         if self.mcp is not None:
             await self.mcp.stop()
         if self._http is not None:
@@ -364,10 +381,12 @@ class Engine(SummaryMixin, ApprovalMixin):
         )
         start = 0
         if resume is None:
-            message, notes = await user_message(incoming, self.settings.max_attachment_bytes)
+            built = await user_message(incoming, self.settings)
+            message, notes = built.message, built.notes
         else:
             paused, decided, by = resume
             message, notes = paused.user_message, []
+            built = UserMessage(message)
             turn.messages = list(paused.turn_messages)
             turn.messages += await self._settled(
                 paused.calls, set(paused.needing), decided, by, context
@@ -386,6 +405,7 @@ class Engine(SummaryMixin, ApprovalMixin):
             await self.memory.append(key, [message, *turn.messages], fence=ticket)
             await sink.fail(failure_message(error))
             return Outcome.FAILED
+        stored = await self._for_memory(built, key.tenant)
         final = turn.shown
         if turn.finish == "length":
             final += "\n\n_(The answer was cut off at the length limit.)_"
@@ -393,7 +413,7 @@ class Engine(SummaryMixin, ApprovalMixin):
             final = "The model declined to answer this message."
         if notes:
             final += "\n\n" + "\n".join(f"_{note}_" for note in notes)
-        added = [message, *turn.messages]
+        added = [stored, *turn.messages]
         await self.memory.append(key, added, fence=ticket)
         answer_id = await self._offer_feedback(incoming, sink, turn)
         await sink.finish(final)
@@ -571,6 +591,16 @@ class Engine(SummaryMixin, ApprovalMixin):
             log.warning("could not record usage: %s", error)
 
     # --- history budget ------------------------------------------------------------------
+
+    async def _for_memory(self, built: UserMessage, tenant: str) -> ChatMessage:
+        """The person's message as memory keeps it: a large document folded to a summary
+        on the summary route (budgeted and billed to `tenant`)."""
+
+        async def call(request: ModelRequest) -> str:
+            text, _calls, _finish = await self._stream("summary", request, tenant, None)
+            return text
+
+        return await fold_documents(built, self.settings.history_token_budget, call)
 
     async def _fitted_history(
         self, key: ConversationKey

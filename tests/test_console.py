@@ -4,17 +4,23 @@ or with piped stdin, real Redis, the fake CometAPI."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pexpect
 import pytest
 
-from bots.console import COMMANDS
+from bots.console import COMMANDS, ConsoleKnowledge
+from core.engine import Engine
+from core.knowledge import Knowledge
+from core.sink import CollectingSink
+from core.types import Author, ConversationKey, Incoming
 from tests.fakes.cometapi import FakeCometAPI, Reply, ServerError
 from tests.support import API_KEY, team_model
 
@@ -356,3 +362,58 @@ async def test_piped_approval_reads_the_next_line(
     results = [r.tool_results for r in cometapi.requests if r.tool_results]
     assert "created ticket" in results[0][0][1]
     assert "Not run" in results[1][0][1]
+
+
+async def test_piped_recap_sets_lists_and_removes_the_schedule(
+    cometapi: FakeCometAPI, key_prefix: str, tmp_path: Path
+) -> None:
+    """/recap in the console: the person at the console may always set it; times are in
+    RECAP_TIMEZONE; the shortest interval is RECAP_MIN_INTERVAL_MINUTES."""
+    env = console_env(cometapi, None, key_prefix, tmp_path, RECAP_TIMEZONE="Europe/Paris")
+    script = "/recap\n/recap weekly mon 09:00\n/recap\n/recap every 5m\n/recap off\n/recap\n"
+    code, out, err = await run_piped(["console", "--user", "Sam"], script.encode(), env, tmp_path)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("This channel has no scheduled recap.")
+    assert lines[1].startswith(
+        "This channel will get a recap every Monday at 09:00 (Europe/Paris); the first one "
+    )
+    assert lines[2].startswith("This channel gets a recap every Monday at 09:00 (Europe/Paris)")
+    assert lines[3] == ("Recaps can come at most every hour here; choose a longer interval.")
+    assert lines[4] == "Recaps in this channel are off."
+    assert lines[5].startswith("This channel has no scheduled recap.")
+    assert cometapi.requests == []
+
+
+async def test_a_due_console_recap_is_printed_once(
+    engine_with: Callable[..., contextlib.AbstractAsyncContextManager[Engine]],
+    cometapi: FakeCometAPI,
+) -> None:
+    """The console's conversation memory is the recap's channel; a due recap is printed."""
+    cometapi.set_responder(team_model)
+    key = ConversationKey("console", "local", "Sam", "default")
+    printed: list[str] = []
+    async with engine_with(recap_min_interval_minutes=1) as engine:
+        now = [time.time()]
+        engine.knowledge = Knowledge(engine, clock=lambda: now[0], poll_seconds=0.02)
+        target = ConsoleKnowledge(engine, key, printed.append)
+        engine.knowledge.attach("console", history=target, recaps=target)
+        sam = Author("Sam", "Sam")
+        reply = await engine.knowledge.recap_command(
+            key, "/recap every 1m", setter=sam, may_manage=True
+        )
+        assert reply.startswith("This channel will get a recap every minute")
+        state = await engine.knowledge.recaps.get(key)
+        assert state is not None
+        now[0] = state.next_due - 10
+        said = Incoming(key=key, event_id="e1", author=sam, text="We chose the Old Mill", ts=now[0])
+        await engine.reply(said, CollectingSink())
+        now[0] = state.next_due + 1
+        engine.knowledge.recaps.changed.set()
+        for _ in range(500):
+            if printed:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+    assert len(printed) == 1 and printed[0].lstrip().startswith("**Recap: ")
+    assert "Old Mill" in cometapi.requests_for("gemini-3.1-flash-lite")[-1].last_user_text

@@ -394,7 +394,9 @@ async def test_attachments_on_messages_audio_to_flash_lite_and_unsupported_noted
         attachments=[("tools.zip", b"PK\x03\x04" + b"\x00" * 50, "application/zip")],
     )
     replies = await _reply_in(h, h.general, 2)
-    assert "_I can't read tools.zip (application/zip files)._" in replies[-1]
+    assert (
+        "_I can't read tools.zip: I don't read archives; attach the files inside._" in replies[-1]
+    )
 
 
 async def test_direct_messages_get_one_polite_pointer(h: Harness) -> None:

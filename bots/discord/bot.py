@@ -32,6 +32,7 @@ from bots.discord.history import (
     to_attachment,
 )
 from bots.discord.interactions import NO_MENTIONS, Interactions
+from bots.discord.knowledge import DiscordKnowledge
 from bots.discord.sink import (
     ChannelSurface,
     DiscordApprovals,
@@ -185,6 +186,8 @@ class TeamBot(Interactions, discord.AutoShardedClient):
         self.settings = settings
         self.engine = engine
         self.intake = Intake(engine, help_text=HELP, reopen=self._reopen)
+        self.knowledge = DiscordKnowledge(self)
+        engine.knowledge.attach("discord", history=self.knowledge, recaps=self.knowledge)
         self.force_sync = sync
         self.pacer = pacer
         self.tree = build_tree(self)

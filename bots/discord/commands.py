@@ -90,6 +90,18 @@ def build_tree(bot: TeamBot) -> TeamTree:
     ) -> None:
         await bot.command_summarize(interaction, scope, hours)
 
+    @tree.command(name="recap", description="A recap of this channel on a schedule")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        schedule="daily 09:00, weekdays 17:30, weekly mon 09:00, every 4h or off; "
+        "empty: show it (setting needs Manage Channels)",
+    )
+    async def recap(
+        interaction: discord.Interaction[TeamBot],
+        schedule: app_commands.Range[str, 0, 100] | None = None,
+    ) -> None:
+        await bot.command_recap(interaction, schedule)
+
     @tree.command(name="forget", description="Erase my memory of this conversation")
     @app_commands.guild_only()
     @app_commands.describe(

@@ -65,6 +65,7 @@ from core import (
 
 if TYPE_CHECKING:
     from bots.discord.bot import TeamBot
+    from bots.discord.knowledge import DiscordKnowledge
 
 __all__ = ["NO_MENTIONS", "NS_SHARE", "Interactions"]
 
@@ -81,6 +82,7 @@ class Interactions:
     engine: Engine
     intake: Intake
     pacer: WritePacer
+    knowledge: DiscordKnowledge
     _stopping: bool
 
     def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None:
@@ -451,6 +453,16 @@ class Interactions:
         return (
             "🧹 Forgotten: I no longer remember this channel's conversation with me "
             f"(threads keep theirs). (asked by {who})"
+        )
+
+    async def command_recap(
+        self, interaction: discord.Interaction[TeamBot], schedule: str | None
+    ) -> None:
+        await self._respond_later(
+            interaction,
+            self.knowledge.command_recap(interaction, schedule),
+            ephemeral=True,
+            name=f"discord-recap-{interaction.id}",
         )
 
     async def command_usage(self, interaction: discord.Interaction[TeamBot]) -> None:

@@ -181,6 +181,26 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
             respond=respond,
         )
 
+    @app.command("/recap")
+    async def on_recap(
+        ack: Callable[..., Awaitable[None]],
+        command: dict[str, Any],
+        respond: Callable[..., Awaitable[Any]],
+        context: Any,
+    ) -> None:
+        await ack()
+
+        async def recap() -> None:
+            reply = await bot.knowledge.recap(
+                team(command, context),
+                str(command["user_id"]),
+                str(command["channel_id"]),
+                str(command.get("text") or ""),
+            )
+            await respond(text=reply, response_type="ephemeral")
+
+        bot.spawn(recap(), name=f"slack:/recap:{command['channel_id']}", respond=respond)
+
     @app.command("/forget")
     async def on_forget(
         ack: Callable[..., Awaitable[None]],

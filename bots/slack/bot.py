@@ -46,6 +46,7 @@ from bots.slack.history import (
     is_conversation_message,
     is_own,
 )
+from bots.slack.knowledge import SlackKnowledge
 from bots.slack.sink import STREAM_INTERVAL, UPDATE_INTERVAL, slack_pacers, slack_reply
 from core import (
     Author,
@@ -220,6 +221,8 @@ class SlackBot:
         self.pacers = slack_pacers(update_interval, stream_interval)
         self.directory = Directory(client, engine.cache_get, engine.cache_set, identity.team_id)
         self.reader = SlackReader(client, self.directory, identity)
+        self.knowledge = SlackKnowledge(self)
+        engine.knowledge.attach("slack", history=self.knowledge, recaps=self.knowledge)
         self.intake = Intake(engine, help_text=HELP.format(name=identity.name), reopen=self._reopen)
         # Summaries and commands other than answers run a bounded number at a time.
         self._slots = asyncio.Semaphore(settings.reply_concurrency)

@@ -7,6 +7,9 @@ import asyncio
 import base64
 import io
 import json
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 import docx
 import pytest
@@ -16,8 +19,9 @@ from pypdf import PdfReader
 from core.documents import DocumentLimits, classify, read_attachments
 from core.engine import Engine
 from core.providers.base import ModelRequest, TextDelta
-from core.types import Attachment, ChatMessage
-from tests.fakes.cometapi import FakeCometAPI
+from core.types import Attachment, Author, ChatMessage, ConversationKey, Incoming
+from tests.fakes.cometapi import FakeCometAPI, Reply
+from tests.support import RecordingSink
 
 LIMITS = DocumentLimits(
     max_bytes=1_000_000, max_pages=100, max_chars=50_000, fetch_timeout=2, parse_timeout=10
@@ -324,3 +328,92 @@ async def test_the_models_get_the_page_text_and_the_scanned_pdf(
     assert [b["mimeType"] for b in blobs] == ["application/pdf"]
     assert base64.b64decode(blobs[0]["data"]) == scan
     assert cometapi.rejected == []
+
+
+# --- through the engine: a message with files, as the adapters hand it over --------------
+
+
+def _incoming(text: str, *attachments: Attachment) -> Incoming:
+    return Incoming(
+        key=ConversationKey("console", "local", "docs", "t1"),
+        event_id=f"Ev-{time.monotonic_ns()}",
+        author=Author("U1", "Ann"),
+        text=text,
+        attachments=attachments,
+    )
+
+
+async def test_engine_answers_from_page_17_of_a_20_page_pdf(
+    engine: Engine, cometapi: FakeCometAPI
+) -> None:
+    pdf = text_pdf(20, fact_page=17, fact="The venue contract number is VX-4471.")
+    sink = RecordingSink()
+    await engine.reply(
+        _incoming("What is the contract number?", Fetches().attachment("report.pdf", pdf)), sink
+    )
+    assert sink.final is not None
+    [request] = cometapi.requests
+    assert request.model == "gpt-5.3-chat-latest"
+    assert "--- page 17 ---" in request.last_user_text
+    assert "VX-4471" in request.last_user_text
+    assert "[Attached file: report.pdf (PDF, 20 pages)]" in request.last_user_text
+    assert cometapi.rejected == []
+
+
+async def test_engine_sends_a_scanned_pdf_to_flash_lite_as_a_pdf(
+    engine: Engine, cometapi: FakeCometAPI
+) -> None:
+    scan = scanned_pdf(3)
+    sink = RecordingSink()
+    await engine.reply(_incoming("Summarize it", Fetches().attachment("scan.pdf", scan)), sink)
+    assert sink.final is not None
+    [request] = cometapi.requests
+    assert request.model == "gemini-3.1-flash-lite"
+    blobs = [
+        part["inlineData"]
+        for content in request.contents
+        for part in content.get("parts", [])
+        if "inlineData" in part
+    ]
+    assert [b["mimeType"] for b in blobs] == ["application/pdf"]
+    assert base64.b64decode(blobs[0]["data"]) == scan
+    assert cometapi.rejected == []
+
+
+async def test_engine_notes_an_oversized_file_and_does_not_download_it(
+    engine_with: Callable[..., AbstractAsyncContextManager[Engine]], cometapi: FakeCometAPI
+) -> None:
+    fetches = Fetches()
+    big = fetches.attachment("minutes.txt", b"x", size=3 * 1024 * 1024)
+    async with engine_with(max_attachment_bytes=1024 * 1024) as engine:
+        sink = RecordingSink()
+        await engine.reply(_incoming("read this", big), sink)
+    assert fetches.count == 0
+    assert sink.final is not None and "I skipped minutes.txt: it is 3.1 MB" in sink.final
+    assert "I skipped minutes.txt" in cometapi.requests[-1].last_user_text
+
+
+async def test_a_large_document_is_folded_to_a_summary_in_memory(
+    engine_with: Callable[..., AbstractAsyncContextManager[Engine]], cometapi: FakeCometAPI
+) -> None:
+    """A document far over the history budget is read whole for its own turn, then kept in
+    memory as a summary written on the summary route, not resent in full."""
+    body = "\n".join(f"Line {n}: the budget line item is fine." for n in range(600))
+    body += "\nThe launch date is 14 March."
+    doc = Fetches().attachment("plan.md", body.encode())
+    cometapi.script("gemini-3.1-flash-lite", Reply(text="Plan: launch on 14 March (line 600)."))
+    cometapi.script("gpt-5.3-chat-latest", Reply(text="The plan launches on 14 March."))
+    async with engine_with(history_token_budget=2000) as engine:
+        await engine.reply(_incoming("Read the plan", doc), RecordingSink())
+        first = cometapi.requests_for("gpt-5.3-chat-latest")[0]
+        assert "The launch date is 14 March." in first.last_user_text
+        folds = cometapi.requests_for("gemini-3.1-flash-lite")
+        assert len(folds) == 1 and "The launch date is 14 March." in folds[0].last_user_text
+        cometapi.clear_requests()
+        await engine.reply(_incoming("thanks"), RecordingSink())
+    [second] = cometapi.requests
+    history = json.dumps(second.messages)
+    assert "Line 300:" not in history
+    assert "[Attached documents, summarized for memory]" in history
+    assert "launch on 14 March (line 600)" in history
+    assert second.model == "gpt-5.3-chat-latest"
