@@ -20,7 +20,7 @@ from typing import Any
 
 import discord
 
-from bots.discord.commands import ApprovalButton, ShareButton, build_tree
+from bots.discord.commands import ApprovalButton, FeedbackButton, ShareButton, build_tree
 from bots.discord.history import (
     answer_key,
     channel_key,
@@ -200,7 +200,7 @@ class TeamBot(Interactions, discord.AutoShardedClient):
     # --- lifecycle ----------------------------------------------------------------------
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(ShareButton, ApprovalButton)
+        self.add_dynamic_items(ShareButton, ApprovalButton, FeedbackButton)
         await self.sync_commands(force=self.force_sync)
         if self.application_id is not None and self.application_id not in _ANNOUNCED:
             _ANNOUNCED.add(self.application_id)

@@ -18,10 +18,13 @@ if TYPE_CHECKING:
 __all__ = [
     "SHARE_PREFIX",
     "ApprovalButton",
+    "FeedbackButton",
+    "FeedbackReason",
     "ShareButton",
     "TeamTree",
     "approval_view",
     "build_tree",
+    "feedback_view",
     "share_view",
 ]
 
@@ -192,4 +195,73 @@ def approval_view(card: str) -> discord.ui.View:
 def share_view(token: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(ShareButton(token))
+    return view
+
+
+class FeedbackButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=r"teambot:fb:(?P<rating>up|down):(?P<answer>[0-9a-f]{8,32})",
+):
+    """👍 / 👎 under an answer. The answer's id is in the custom_id; what produced it is
+    in Redis, so a click works in any process and after a restart."""
+
+    def __init__(self, rating: str, answer: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                emoji="👍" if rating == "up" else "👎",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"teambot:fb:{rating}:{answer}",
+            )
+        )
+        self.rating = rating
+        self.answer = answer
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> FeedbackButton:
+        return cls(match["rating"], match["answer"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        from bots.discord.bot import TeamBot
+
+        client = interaction.client
+        if isinstance(client, TeamBot):
+            await client.on_feedback(interaction, self.answer, self.rating)
+
+
+class FeedbackReason(discord.ui.Modal):
+    """After 👎: an optional one-line reason."""
+
+    reason: discord.ui.TextInput[FeedbackReason] = discord.ui.TextInput(
+        label="What was wrong? (optional)",
+        style=discord.TextStyle.short,
+        required=False,
+        max_length=300,
+        placeholder="Wrong facts, too long, missed the point…",
+        custom_id="reason",
+    )
+
+    def __init__(self, answer: str) -> None:
+        super().__init__(
+            title="Feedback on this answer", custom_id=f"teambot:fbr:{answer}", timeout=900
+        )
+        self.answer = answer
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        from bots.discord.bot import TeamBot
+
+        client = interaction.client
+        if isinstance(client, TeamBot):
+            await client.on_feedback(interaction, self.answer, "down", str(self.reason.value or ""))
+
+
+def feedback_view(answer: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(FeedbackButton("up", answer))
+    view.add_item(FeedbackButton("down", answer))
     return view

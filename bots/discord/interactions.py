@@ -499,6 +499,45 @@ class Interactions:
         except discord.HTTPException as error:
             log.warning("could not answer interaction %s: %s", interaction.id, error)
 
+    # --- feedback ------------------------------------------------------------------------
+
+    async def on_feedback(
+        self,
+        interaction: discord.Interaction[Any],
+        answer: str,
+        rating: str,
+        reason: str | None = None,
+    ) -> None:
+        """👍 is recorded and thanked for; 👎 asks an optional reason in a modal (the 👎
+        counts at once: closing the modal keeps it); the modal's submit stores the reason.
+        A person's later vote on the same answer replaces theirs."""
+        from bots.discord.commands import FeedbackReason
+
+        guild_id = interaction.guild_id
+        if guild_id is None:
+            return
+        vote: Literal["up", "down"] = "up" if rating == "up" else "down"
+        if vote == "down" and reason is None:
+            try:
+                await interaction.response.send_modal(FeedbackReason(answer))
+            except discord.HTTPException as error:
+                log.info("could not ask why (interaction %s): %s", interaction.id, error)
+        try:
+            known = await self.engine.feedback.vote(
+                tenant_key(guild_id), answer, str(interaction.user.id), vote, reason or ""
+            )
+        except Exception as error:
+            log.warning("could not record feedback on %s: %s", answer, error)
+            if not interaction.response.is_done():
+                await self._tell(interaction, "I couldn't record that just now. Please try again.")
+            return
+        if interaction.response.is_done():
+            return  # the modal is up: it thanks on submit
+        if not known:
+            await self._tell(interaction, "This answer is too old to rate.")
+        else:
+            await self._tell(interaction, "Thanks for the feedback!")
+
     async def _tell(self, interaction: discord.Interaction[Any], text: str) -> None:
         """A short private answer to the one who asked."""
         try:

@@ -37,6 +37,7 @@ from core import (
 __all__ = [
     "ChannelSurface",
     "DiscordApprovals",
+    "DiscordReply",
     "InteractionSurface",
     "discord_pacer",
     "discord_reply",
@@ -141,6 +142,20 @@ class DiscordApprovals:
         await message.edit(content=text, view=None, allowed_mentions=discord.AllowedMentions.none())
 
 
+class DiscordReply(PagedReply):
+    """A streamed reply whose final answer carries 👍/👎 (the engine offers feedback on
+    an answer before it finishes it)."""
+
+    answer_id: str | None = None
+
+    def offer_feedback(self, answer_id: str) -> None:
+        from bots.discord.commands import feedback_view
+
+        self.answer_id = answer_id
+        if isinstance(self.surface, _Pages):
+            self.surface.final_view = lambda: feedback_view(answer_id)
+
+
 def discord_reply(
     surface: ChannelSurface | InteractionSurface,
     pacer: WritePacer,
@@ -149,10 +164,10 @@ def discord_reply(
     header: str = "",
     resolve: Callable[[str], str | None] | None = None,
     approvals: DiscordApprovals | None = None,
-) -> PagedReply:
+) -> DiscordReply:
     """A streamed reply that pings nobody but `asker` (and asks for approval, when a
     tool needs it, with `approvals`)."""
-    reply = PagedReply(
+    reply = DiscordReply(
         surface,
         pacer,
         header=header,
