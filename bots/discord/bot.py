@@ -20,7 +20,13 @@ from typing import Any
 
 import discord
 
-from bots.discord.commands import ApprovalButton, FeedbackButton, ShareButton, build_tree
+from bots.discord.commands import (
+    ApprovalButton,
+    FeedbackButton,
+    ShareButton,
+    StopButton,
+    build_tree,
+)
 from bots.discord.history import (
     answer_key,
     channel_key,
@@ -200,7 +206,7 @@ class TeamBot(Interactions, discord.AutoShardedClient):
     # --- lifecycle ----------------------------------------------------------------------
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(ShareButton, ApprovalButton, FeedbackButton)
+        self.add_dynamic_items(ShareButton, ApprovalButton, FeedbackButton, StopButton)
         await self.sync_commands(force=self.force_sync)
         if self.application_id is not None and self.application_id not in _ANNOUNCED:
             _ANNOUNCED.add(self.application_id)
@@ -470,6 +476,7 @@ class TeamBot(Interactions, discord.AutoShardedClient):
                     mentions=safe_mentions(message.author),
                     reply_to=reference,
                 )
+                surface.stop_key = _incoming.key
                 reply = discord_reply(
                     surface,
                     self.pacer,

@@ -21,11 +21,13 @@ __all__ = [
     "FeedbackButton",
     "FeedbackReason",
     "ShareButton",
+    "StopButton",
     "TeamTree",
     "approval_view",
     "build_tree",
     "feedback_view",
     "share_view",
+    "stop_view",
 ]
 
 log = logging.getLogger(__name__)
@@ -264,4 +266,46 @@ def feedback_view(answer: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(FeedbackButton("up", answer))
     view.add_item(FeedbackButton("down", answer))
+    return view
+
+
+class StopButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=r"teambot:stop:(?P<key>discord:\d+:\d+:[0-9-]+)",
+):
+    """Stop on a message while its answer is written: stops it through core (any
+    process), as a `stop` message in the thread does."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Stop",
+                emoji="⏹️",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"teambot:stop:{key}",
+            )
+        )
+        self.key = key
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> StopButton:
+        return cls(match["key"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        from bots.discord.bot import TeamBot
+
+        client = interaction.client
+        if isinstance(client, TeamBot):
+            await client.on_stop(interaction, self.key)
+
+
+def stop_view(key: object) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(StopButton(str(key)))
     return view

@@ -211,6 +211,8 @@ class Interactions:
         )
 
         async def open_sink(_incoming: Incoming) -> ReplySink:
+            if isinstance(sink.surface, InteractionSurface):
+                sink.surface.stop_key = _incoming.key
             await sink.status("")
             return sink
 
@@ -498,6 +500,30 @@ class Interactions:
             await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
         except discord.HTTPException as error:
             log.warning("could not answer interaction %s: %s", interaction.id, error)
+
+    # --- stop ----------------------------------------------------------------------------
+
+    async def on_stop(self, interaction: discord.Interaction[Any], raw_key: str) -> None:
+        """The Stop button: stop the answer being written in that conversation (only one
+        of this server and this channel or thread)."""
+        try:
+            key = ConversationKey.parse(raw_key)
+        except ValueError:
+            return
+        here = {str(interaction.channel_id)}
+        if key.workspace != str(interaction.guild_id) or not here & {key.channel, key.thread}:
+            await self._tell(interaction, "That Stop button belongs somewhere else.")
+            return
+        try:
+            stopped = await self.intake.stop(key)
+        except Exception as error:
+            log.warning("could not stop %s: %s", key, error)
+            stopped = False
+        if stopped:
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.response.defer()  # the message itself shows "(stopped)"
+        else:
+            await self._tell(interaction, "There is nothing to stop: that answer has ended.")
 
     # --- feedback ------------------------------------------------------------------------
 

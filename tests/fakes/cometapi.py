@@ -679,6 +679,10 @@ class RecordedRequest:
     rejection: Rejection | None = None
     #: What answered: "Reply", a fault class name, "rejected", or None while in flight.
     outcome: str | None = None
+    #: Streamed replies: how many events went out, and when (time.monotonic()) the client
+    #: closed the connection before the stream's end, if it did.
+    frames_sent: int = 0
+    client_closed_at: float | None = None
 
     def __repr__(self) -> str:
         state = (
@@ -2011,7 +2015,7 @@ class FakeCometAPI:
                 frames.append(error_frame)
                 if rec.protocol == "gemini" and not rec.sse:
                     frames.append(b"]")
-            return await self._write_frames(request, reply, frames, headers, cut_after)
+            return await self._write_frames(request, reply, frames, headers, cut_after, rec)
         # Non-streamed: a single body.
         body = error_frame if error is not None else b"".join(frames)
         resp = web.StreamResponse(status=200, headers=headers)
@@ -2037,6 +2041,7 @@ class FakeCometAPI:
         frames: list[bytes],
         headers: dict[str, str],
         cut_after: int | None,
+        rec: RecordedRequest | None = None,
     ) -> web.StreamResponse:
         resp = web.StreamResponse(status=200, headers=headers)
         await resp.prepare(request)
@@ -2051,12 +2056,19 @@ class FakeCometAPI:
                 if reply.stall_after is not None and i == reply.stall_after and reply.stall > 0:
                     await asyncio.sleep(reply.stall)
                 await resp.write(frame)
+                if rec is not None:
+                    rec.frames_sent = i + 1
             if cut_after is not None:
                 _close(request)
                 return resp
             await resp.write_eof()
         except ConnectionError:
-            pass
+            if rec is not None:
+                rec.client_closed_at = time.monotonic()
+        except asyncio.CancelledError:  # the client hung up mid-stream (handler cancellation)
+            if rec is not None:
+                rec.client_closed_at = time.monotonic()
+            raise
         return resp
 
     def _check_emitted(self, kind: str, obj: dict[str, Any]) -> None:
