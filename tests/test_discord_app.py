@@ -37,7 +37,7 @@ from tests.test_discord_harness import (
     world,
 )
 
-NAMES = ["ask", "summarize", "forget", "usage"]
+NAMES = ["ask", "summarize", "forget", "settings", "usage"]
 
 
 # --------------------------------------------------------------------------- commands

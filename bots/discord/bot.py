@@ -93,7 +93,9 @@ _ANNOUNCED: set[int] = set()  # invite URL printed once per process
 HELP = (
     "Mention me or use /ask and I answer; reply to my answer to continue, or talk in the "
     "thread /ask opens. `/summarize` sums up a thread or channel, `/forget` erases my memory "
-    "of this conversation, `/usage` shows today's cost."
+    "of this conversation, `/usage` shows today's cost, `/settings` how I behave in this "
+    "channel. Say `stop` (or press Stop) to stop an answer; 👍/👎 under an answer tell "
+    "the team how I did."
 )
 DM_POINTER = (
     "I only work in servers: my memory, budget and usage belong to a server's team. "

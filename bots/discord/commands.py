@@ -105,6 +105,66 @@ def build_tree(bot: TeamBot) -> TeamTree:
     ) -> None:
         await bot.command_forget(interaction, whole_channel)
 
+    models = bot.engine.channels.models[:25]
+
+    @tree.command(
+        name="settings", description="How I behave in this channel (Manage Channels to change)"
+    )
+    @app_commands.guild_only()
+    @app_commands.describe(
+        instructions="Extra instructions for this channel (up to 2,000 characters)",
+        answer_mode="Follow threads I'm in (default), or answer only when mentioned",
+        model="The dialogue model for this channel",
+        tools="Let me use tools here (built-ins and MCP servers)",
+        summary_language="The language of summaries here (e.g. French)",
+        reset="Put one setting (or all) back to the server's / the bot's default",
+    )
+    @app_commands.choices(
+        answer_mode=[
+            app_commands.Choice(name="follow threads", value="follow"),
+            app_commands.Choice(name="mentions only", value="mentions"),
+        ],
+        model=[app_commands.Choice(name=m[:100], value=m[:100]) for m in models],
+        reset=[
+            app_commands.Choice(name=label, value=value)
+            for label, value in (
+                ("extra instructions", "instructions"),
+                ("answer mode", "answer_mode"),
+                ("model", "model"),
+                ("tools", "tools"),
+                ("summary language", "summary_language"),
+                ("everything", "all"),
+            )
+        ],
+    )
+    async def settings(
+        interaction: discord.Interaction[TeamBot],
+        instructions: app_commands.Range[str, 1, 2000] | None = None,
+        answer_mode: str | None = None,
+        model: str | None = None,
+        tools: bool | None = None,
+        summary_language: app_commands.Range[str, 1, 40] | None = None,
+        reset: str | None = None,
+    ) -> None:
+        changes: dict[str, Any] = {}
+        if reset == "all":
+            changes.update(
+                instructions=None, answer_mode=None, model=None, summary_language=None, tools=None
+            )
+        elif reset is not None:
+            changes[reset] = None
+        for name, value in (
+            ("instructions", instructions),
+            ("answer_mode", answer_mode),
+            ("model", model),
+            ("summary_language", summary_language),
+        ):
+            if value is not None:
+                changes[name] = value
+        if tools is not None:
+            changes["tools"] = tools
+        await bot.command_settings(interaction, changes)
+
     @tree.command(name="usage", description="AI tokens and cost today for this server")
     @app_commands.guild_only()
     async def usage(interaction: discord.Interaction[TeamBot]) -> None:

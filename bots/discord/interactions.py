@@ -49,6 +49,7 @@ from core import (
     Attachment,
     Author,
     ChatMessage,
+    ConfigError,
     ConversationKey,
     Engine,
     Fetch,
@@ -500,6 +501,50 @@ class Interactions:
             await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
         except discord.HTTPException as error:
             log.warning("could not answer interaction %s: %s", interaction.id, error)
+
+    # --- settings ------------------------------------------------------------------------
+
+    async def command_settings(
+        self, interaction: discord.Interaction[TeamBot], changes: dict[str, Any]
+    ) -> None:
+        """/settings: anyone sees this channel's settings (privately); members with Manage
+        Channels change them. Inside a thread, the settings are its channel's."""
+        guild_id, channel = interaction.guild_id, interaction.channel
+        if guild_id is None or channel is None:
+            return
+        base_id = (
+            channel.parent_id or channel.id if isinstance(channel, discord.Thread) else channel.id
+        )
+        key = channel_key(guild_id, base_id)
+        if changes and not interaction.permissions.manage_channels:
+            work = self._show_settings(
+                key, base_id, "Changing them needs the Manage Channels permission."
+            )
+        elif changes:
+            user = interaction.user
+            work = self._change_settings(key, base_id, changes, f"discord:{user.id} ({user.name})")
+        else:
+            work = self._show_settings(key, base_id, "")
+        await self._respond_later(
+            interaction, work, ephemeral=True, name=f"discord-settings-{interaction.id}"
+        )
+
+    async def _show_settings(self, key: ConversationKey, channel_id: int, note: str) -> str:
+        text = await self.engine.channels.describe(key, f"<#{channel_id}>")
+        return f"{note}\n\n{text}" if note else text
+
+    async def _change_settings(
+        self, key: ConversationKey, channel_id: int, changes: dict[str, Any], by: str
+    ) -> str:
+        if changes.get("tools") is not None:
+            names = self.engine.tools.names()
+            groups = {"builtin"} | {f"mcp:{n.split('__', 1)[0]}" for n in names if "__" in n}
+            changes["tools"] = {group: bool(changes["tools"]) for group in sorted(groups)}
+        try:
+            await self.engine.channels.update(key.channel_key(), changes, by=by)
+        except ConfigError as error:
+            return f"Not saved: {error}\n\n" + await self._show_settings(key, channel_id, "")
+        return await self._show_settings(key, channel_id, "✅ Saved.")
 
     # --- stop ----------------------------------------------------------------------------
 
