@@ -87,6 +87,9 @@ async def test_every_answer_carries_feedback_buttons_and_votes_count_once(h: Har
     assert await h.engine.feedback.week(tenant) == {("dialogue", GPT): [0, 2]}
     # the buttons are still there for the next person
     assert len(buttons(h.dc.message_view(message.id) or message)) == 2
+    # /usage shows this week's 👍/👎 per model
+    usage = await h.answered(await h.command("usage", {}, h.bob))
+    assert f"- {GPT}: 👍 0 · 👎 2" in usage
 
 
 async def test_a_long_answer_has_the_buttons_on_its_last_page_only(h: Harness) -> None:
