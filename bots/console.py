@@ -23,13 +23,14 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, Literal, TextIO
 
 from bots.terminal import MarkdownSink, PlainSink, markdown_console
 from core import (
     ApprovalCard,
     Author,
     ChatMessage,
+    ConfigError,
     ConversationKey,
     Engine,
     HistoryMessage,
@@ -48,9 +49,14 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("/forget", "erase this conversation's memory and start afresh"),
     ("/usage", "tokens and cost today, against DAILY_BUDGET_USD"),
     ("/recap", "recap on a schedule (daily 09:00, every 4h, off)"),
+    ("/good", "👍 the last answer"),
+    ("/bad [reason]", "👎 the last answer, with an optional reason"),
+    ("/settings [name value]", "show the settings here, or change one (mode, model, tools, …)"),
     ("/help", "this list"),
     ("/quit", "leave (Ctrl-D and Ctrl-C at the prompt do too)"),
 )
+#: How long a Ctrl-C waits for core to stop an answer before cancelling it here.
+STOP_GRACE = 2.0
 KEYS = "Ctrl-C stops an answer · Alt-Enter adds a line · ↑/↓ history · Ctrl-D quits"
 
 ConsoleSink = MarkdownSink | PlainSink
@@ -173,32 +179,66 @@ class _Console:
         self.background: set[asyncio.Task[Any]] = set()
         #: Reads one answer from the person (set by the interactive or piped loop).
         self.ask: Ask | None = None
+        #: The last answer shown (what /good and /bad rate), and whether to ask a reason.
+        self.last_answer: str | None = None
+        self.interactive = False
 
     def background_task(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(work)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
-    async def run_stoppable(self, work: Coroutine[Any, Any, Any], sink: ConsoleSink) -> bool:
+    async def run_stoppable(
+        self,
+        work: Coroutine[Any, Any, Any],
+        sink: ConsoleSink,
+        key: ConversationKey | None = None,
+    ) -> bool:
         """Run `work` (which ends by finishing or failing `sink`) until the sink is done.
-        Ctrl-C cancels it. Whatever the work does after the sink is done (memory folding)
-        goes on in the background. Returns False if the user stopped it."""
+        Ctrl-C stops it: an answer in `key`'s conversation through core (the model call is
+        cancelled, the answer ends "(stopped)" and is remembered as stopped), anything
+        else (or an answer core could not stop within STOP_GRACE seconds, or a second
+        Ctrl-C) by cancelling it. Whatever the work does after the sink is done (memory
+        folding) goes on in the background. Returns False if the user stopped it."""
         loop = asyncio.get_running_loop()
         task = asyncio.create_task(work)
         stopped = False
+        stopping: list[asyncio.Task[None]] = []
+
+        def cancel() -> None:
+            sink.stop()
+            task.cancel()
+
+        async def stop_in_core(key: ConversationKey) -> None:
+            try:
+                asked = await self.intake.stop(key)
+            except Exception:
+                asked = False
+            if asked:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(STOP_GRACE):
+                        await sink.done.wait()
+            if not sink.done.is_set():
+                cancel()
+            sink.stopped = True  # what was shown stays; nothing more is
 
         def stop() -> None:
             nonlocal stopped
+            self.hush.on = True  # the stop's own log lines are expected
+            if stopped or key is None:
+                stopped = True
+                cancel()
+                return
             stopped = True
-            self.hush.on = True  # the cancellation's own log lines are expected
-            sink.stop()
-            task.cancel()
+            stopping.append(asyncio.create_task(stop_in_core(key)))
 
         previous = signal.getsignal(signal.SIGINT)
         loop.add_signal_handler(signal.SIGINT, stop)
         waiter = asyncio.create_task(sink.done.wait())
         try:
             await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if stopping:
+                await asyncio.gather(*stopping, return_exceptions=True)
             if stopped:
                 await asyncio.gather(task, return_exceptions=True)
         finally:
@@ -240,6 +280,10 @@ class _Console:
                     timezone=self.engine.settings.recap_timezone,
                 )
             )
+        elif command in ("/good", "/bad"):
+            await self.rate(text, sink)
+        elif command == "/settings":
+            await self.settings(text, sink)
         elif command == "/summarize":
             if isinstance(sink, MarkdownSink):
                 sink.begin()
@@ -256,8 +300,43 @@ class _Console:
             if isinstance(sink, MarkdownSink):
                 sink.begin()
             sink.approval_ui = ConsoleApprovals(self, sink)
-            await self.run_stoppable(_ask(self.intake, incoming, sink), sink)
+            await self.run_stoppable(_ask(self.intake, incoming, sink), sink, self.key)
+            if sink.answer_id is not None:
+                self.last_answer = sink.answer_id
         return True
+
+    async def rate(self, text: str, sink: ConsoleSink) -> None:
+        """/good, or /bad with an optional reason (asked for on a terminal)."""
+        if self.last_answer is None:
+            sink.show("There is no answer to rate yet.")
+            return
+        command, _, reason = text.partition(" ")
+        good = command.lower() == "/good"
+        if not good and not reason.strip() and self.interactive and self.ask is not None:
+            reason = await self.ask("What was wrong? (optional, Enter to skip) ") or ""
+        rating: Literal["up", "down"] = "up" if good else "down"
+        known = await self.engine.feedback.vote(
+            self.key.tenant, self.last_answer, self.name, rating, reason.strip()
+        )
+        if not known:
+            sink.show("That answer is too old to rate.")
+        else:
+            sink.show(f"Thanks: {'👍' if good else '👎'} recorded for the last answer.")
+
+    async def settings(self, text: str, sink: ConsoleSink) -> None:
+        """/settings shows them; /settings NAME VALUE changes one (always allowed here)."""
+        channels = self.engine.channels
+        _command, _, rest = text.partition(" ")
+        name, _, value = rest.strip().partition(" ")
+        note = ""
+        if name:
+            try:
+                change = channels.change(name, value)
+                await channels.update(self.key.channel_key(), change, by=f"console:{self.name}")
+                note = "Saved.\n\n"
+            except ConfigError as error:
+                note = f"Not saved: {error}\n\n"
+        sink.show(note + await channels.describe(self.key, "this console"))
 
     async def close(self) -> None:
         """Let post-answer work finish briefly, then cancel it quietly."""
@@ -299,7 +378,7 @@ async def _interactive(console: _Console, stdout: TextIO, settings: Settings) ->
     session: PromptSession[str] = PromptSession(
         history=history,
         key_bindings=bindings,
-        completer=WordCompleter([name for name, _ in COMMANDS], sentence=True),
+        completer=WordCompleter([name.split()[0] for name, _ in COMMANDS], sentence=True),
         complete_while_typing=False,
         prompt_continuation="  … ",
     )
@@ -323,6 +402,7 @@ async def _interactive(console: _Console, stdout: TextIO, settings: Settings) ->
             return None
 
     console.ask = ask
+    console.interactive = True
     while True:
         try:
             line = await session.prompt_async(HTML("<b><ansicyan>you</ansicyan></b>› "))

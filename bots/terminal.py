@@ -45,6 +45,7 @@ class PlainSink:
         self.stopped = False
         self.approval_ui: object | None = None  # set by the console for its answers
         self.done = asyncio.Event()
+        self.answer_id: str | None = None  # the answer /good and /bad rate
 
     def _write(self, text: str) -> None:
         self.out.write(text)
@@ -85,6 +86,9 @@ class PlainSink:
             self._write(("\n" if self.streamed else "") + "(stopped)\n")
         self.stopped = True
         self.done.set()
+
+    def offer_feedback(self, answer_id: str) -> None:
+        self.answer_id = answer_id
 
     def show(self, markdown: str) -> None:
         """A finished text that is not an answer (/usage, /help)."""
@@ -178,6 +182,7 @@ class MarkdownSink:
         self.stopped = False
         self.approval_ui: object | None = None  # set by the console for its answers
         self.done = asyncio.Event()
+        self.answer_id: str | None = None  # the answer /good and /bad rate
         self._stream: MarkdownStream | None = None
         self._streamed = ""
 
@@ -241,6 +246,9 @@ class MarkdownSink:
             self.console.print()
         self.stopped = True
         self.done.set()
+
+    def offer_feedback(self, answer_id: str) -> None:
+        self.answer_id = answer_id
 
     def show(self, markdown: str) -> None:
         """A finished text that is not an answer (/usage, /help)."""

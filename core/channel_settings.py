@@ -125,6 +125,8 @@ class SettingsStore:
                 raise ConfigError(f"There is no setting called {name!r}.")
             if name == "tools" and isinstance(value, dict):
                 merged["tools"] = {**merged["tools"], **value}
+            elif name == "tools" and value in ("", None):  # cleared: as the level above
+                merged["tools"] = {}
             else:
                 merged[name] = value if value not in ("", None) else None
         if merged.get("model") and merged["model"] not in self.models:
@@ -167,3 +169,76 @@ class SettingsStore:
         """Channels (and the workspace) of `tenant` with settings of their own."""
         raw = cast(set[str], await self.store.redis.smembers(self.keys.plain("csidx", tenant)))
         return sorted((ConversationKey.parse(item) for item in raw), key=str)
+
+    # --- shown to people, changed by name (Discord /settings, console /settings) --------
+
+    async def describe(self, key: ConversationKey, where: str = "this channel") -> str:
+        """The settings that apply in `key`'s channel, in Markdown, with those set for the
+        channel itself marked."""
+        effective = await self.effective(key)
+        own = (await self.get(key.channel_key())).model_dump()
+
+        def mark(name: str) -> str:
+            return " _(set here)_" if own.get(name) not in (None, {}, "") else ""
+
+        instructions = effective.instructions or "none"
+        if len(instructions) > 500:
+            instructions = instructions[:500] + "…"
+        mode = "follow threads" if effective.answer_mode == "follow" else "mentions only"
+        groups = {"builtin": True, **effective.tools}
+        tools = ", ".join(
+            f"{'built-in' if group == 'builtin' else group} {'on' if on else 'off'}"
+            for group, on in groups.items()
+        )
+        language = effective.summary_language or "the conversation's own"
+        return "\n".join(
+            [
+                f"**Settings for {where}**",
+                f"- Extra instructions: {instructions}{mark('instructions')}",
+                f"- Answer mode: {mode}{mark('answer_mode')}",
+                f"- Dialogue model: {effective.model}{mark('model')}"
+                + (f" (choices: {', '.join(self.models)})" if len(self.models) > 1 else ""),
+                f"- Tools: {tools}{mark('tools')}",
+                f"- Summary language: {language}{mark('summary_language')}",
+            ]
+        )
+
+    def change(self, name: str, value: str) -> dict[str, Any]:
+        """A change as people type it (`mode mentions`, `tools off`, `language French`,
+        `model NAME`, `instructions TEXT`; `default` clears one) for `update`."""
+        name = _ALIASES.get(name.strip().lower().replace("-", "_"), name.strip().lower())
+        value = value.strip()
+        cleared = value.lower() in ("", "default", "clear", "none", "-")
+        if name == "answer_mode" and not cleared:
+            mode = _MODES.get(value.lower())
+            if mode is None:
+                raise ConfigError("Answer mode is `follow` (threads) or `mentions` (only).")
+            return {"answer_mode": mode}
+        if name == "tools":
+            switch = _SWITCH.get(value.lower().split()[-1] if value else "on")
+            if switch is None:
+                raise ConfigError("Tools are `on` or `off`.")
+            group = value.split()[0] if len(value.split()) > 1 else "builtin"
+            return {"tools": {group: switch}}
+        if name not in ChannelSettings.model_fields:
+            raise ConfigError(
+                f"There is no setting called {name!r} (instructions, mode, model, tools, language)."
+            )
+        return {name: None if cleared else value}
+
+
+_ALIASES = {
+    "mode": "answer_mode",
+    "answer": "answer_mode",
+    "language": "summary_language",
+    "summary": "summary_language",
+    "instruction": "instructions",
+}
+_MODES: dict[str, AnswerMode] = {
+    "follow": "follow",
+    "follow threads": "follow",
+    "threads": "follow",
+    "mentions": "mentions",
+    "mentions only": "mentions",
+}
+_SWITCH = {"on": True, "true": True, "yes": True, "off": False, "false": False, "no": False}

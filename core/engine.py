@@ -675,8 +675,17 @@ class Engine(SummaryMixin, ApprovalMixin):
         return self._http
 
     async def usage(self, tenant: str) -> UsageReport:
+        try:
+            feedback = await self.feedback.week(tenant)
+        except RedisError as error:
+            log.warning("could not read this week's feedback: %s", error)
+            feedback = {}
         return UsageReport(
-            tenant, utc_day(), await self.ledger.usage(tenant), self.settings.daily_budget_usd
+            tenant,
+            utc_day(),
+            await self.ledger.usage(tenant),
+            self.settings.daily_budget_usd,
+            feedback,
         )
 
     async def once(self, namespace: str, ident: str) -> bool:

@@ -12,7 +12,7 @@ Keys (none belongs to a conversation, so each is a single-key operation on a clu
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from core.settings import Settings
@@ -36,6 +36,8 @@ class UsageReport:
     day: str
     rows: list[UsageRecord]
     budget: float | None
+    #: This week's 👍/👎 per (route, model), when known.
+    feedback: dict[tuple[str, str], list[int]] = field(default_factory=dict)
 
     @property
     def total_cost(self) -> float:
@@ -60,6 +62,11 @@ class UsageReport:
         if self.budget is not None:
             total += f" of a ${self.budget:.2f} daily budget"
         lines.append(total)
+        if self.feedback:
+            lines.append("**Feedback this week**")
+            for (route, model), (up, down) in sorted(self.feedback.items()):
+                where = model if route == "dialogue" else f"{model} ({route})"
+                lines.append(f"- {where}: 👍 {up} · 👎 {down}")
         return "\n".join(lines)
 
 

@@ -138,8 +138,12 @@ async def test_ctrl_c_stops_an_answer_and_the_next_question_is_answered(
     await term.prompt()
     await term.send("tell me a long story\r")
     await term.expect("bravo")
+    pressed = time.monotonic()
     term.child.sendintr()  # Ctrl-C, as the terminal's line discipline delivers it
     await term.expect(r"\(stopped\)", timeout=5)
+    # stopped through core: the model call was cancelled within a second
+    (story,) = cometapi.requests_for(DIALOGUE)
+    assert story.client_closed_at is not None and story.client_closed_at - pressed < 1.0
     await term.prompt()
     await term.send("and now?\r")
     answer = await term.expect(r"and now\?", timeout=20)
@@ -150,6 +154,9 @@ async def test_ctrl_c_stops_an_answer_and_the_next_question_is_answered(
     assert "WARNING" not in screen and "Traceback" not in screen
     assert "lima" not in screen  # the rest of the stopped answer never came
     assert term.child.isalive()
+    # the partial answer is remembered, marked as stopped
+    kept = [str(m.get("content")) for m in cometapi.requests_for(DIALOGUE)[-1].messages]
+    assert any("Alpha" in text and "stopped by the user" in text for text in kept)
 
 
 async def test_ctrl_c_at_the_prompt_exits_within_a_second(terminal: Any) -> None:
@@ -307,7 +314,7 @@ async def test_piped_help_is_one_line_per_command(
     lines = out.splitlines()
     assert len(lines) == len(COMMANDS) + 1
     for line, (name, what) in zip(lines, COMMANDS, strict=False):
-        assert line.split()[0] == name and line.endswith(what)
+        assert line.startswith(f"{name} ") and line.endswith(what)
     assert lines[-1] == "Unknown command /nope. /help lists them."
     assert err == ""  # no warning about the in-process store, no log lines
 
@@ -417,3 +424,36 @@ async def test_a_due_console_recap_is_printed_once(
         await asyncio.sleep(0.2)
     assert len(printed) == 1 and printed[0].lstrip().startswith("**Recap: ")
     assert "Old Mill" in cometapi.requests_for("gemini-3.1-flash-lite")[-1].last_user_text
+
+
+async def test_good_bad_and_settings_for_the_last_answer(
+    cometapi: FakeCometAPI, redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    from core.engine import Engine
+    from tests.support import make_settings
+
+    env = console_env(cometapi, redis_url, key_prefix, tmp_path)
+    script = (
+        b"/good\n"  # nothing to rate yet
+        b"first question\n/good\n/bad too vague\n"
+        b"/settings\n/settings mode mentions\n/settings language French\n"
+        b"/settings colour blue\n/settings instructions Answer in haiku.\n"
+        b"second question\n/usage\n"
+    )
+    code, out, err = await run_piped(["console", "--user", "Sam"], script, env, tmp_path)
+    assert code == 0, err
+    assert "There is no answer to rate yet." in out
+    assert "Thanks: 👍 recorded" in out and "Thanks: 👎 recorded" in out
+    assert "Answer mode: follow threads" in out  # the first /settings
+    assert "Answer mode: mentions only _(set here)_" in out
+    assert "Summary language: French _(set here)_" in out
+    assert "Not saved: There is no setting called 'colour'" in out
+    # the channel's instructions reach the next request
+    assert "Answer in haiku." in cometapi.requests_for(DIALOGUE)[-1].system_text
+    assert "Answer in haiku." not in cometapi.requests_for(DIALOGUE)[0].system_text
+    # one vote per person: 👍 then 👎 counts one 👎, with its reason
+    settings = make_settings(redis_url=redis_url, redis_key_prefix=key_prefix)
+    async with await Engine.start(settings) as engine:
+        assert await engine.feedback.week("console:local") == {("dialogue", DIALOGUE): [0, 1]}
+    # /usage shows this week's feedback per model
+    assert re.search(rf"{re.escape(DIALOGUE)}.*👍 0.*👎 1", out), out

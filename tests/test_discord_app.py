@@ -37,7 +37,7 @@ from tests.test_discord_harness import (
     world,
 )
 
-NAMES = ["ask", "summarize", "recap", "forget", "usage"]
+NAMES = ["ask", "summarize", "recap", "forget", "settings", "usage"]
 
 
 # --------------------------------------------------------------------------- commands

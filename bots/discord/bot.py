@@ -20,7 +20,13 @@ from typing import Any
 
 import discord
 
-from bots.discord.commands import ApprovalButton, ShareButton, build_tree
+from bots.discord.commands import (
+    ApprovalButton,
+    FeedbackButton,
+    ShareButton,
+    StopButton,
+    build_tree,
+)
 from bots.discord.history import (
     answer_key,
     channel_key,
@@ -88,7 +94,9 @@ _ANNOUNCED: set[int] = set()  # invite URL printed once per process
 HELP = (
     "Mention me or use /ask and I answer; reply to my answer to continue, or talk in the "
     "thread /ask opens. `/summarize` sums up a thread or channel, `/forget` erases my memory "
-    "of this conversation, `/usage` shows today's cost."
+    "of this conversation, `/usage` shows today's cost, `/settings` how I behave in this "
+    "channel. Say `stop` (or press Stop) to stop an answer; 👍/👎 under an answer tell "
+    "the team how I did."
 )
 DM_POINTER = (
     "I only work in servers: my memory, budget and usage belong to a server's team. "
@@ -203,7 +211,7 @@ class TeamBot(Interactions, discord.AutoShardedClient):
     # --- lifecycle ----------------------------------------------------------------------
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(ShareButton, ApprovalButton)
+        self.add_dynamic_items(ShareButton, ApprovalButton, FeedbackButton, StopButton)
         await self.sync_commands(force=self.force_sync)
         if self.application_id is not None and self.application_id not in _ANNOUNCED:
             _ANNOUNCED.add(self.application_id)
@@ -473,6 +481,7 @@ class TeamBot(Interactions, discord.AutoShardedClient):
                     mentions=safe_mentions(message.author),
                     reply_to=reference,
                 )
+                surface.stop_key = _incoming.key
                 reply = discord_reply(
                     surface,
                     self.pacer,

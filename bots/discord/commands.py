@@ -18,11 +18,16 @@ if TYPE_CHECKING:
 __all__ = [
     "SHARE_PREFIX",
     "ApprovalButton",
+    "FeedbackButton",
+    "FeedbackReason",
     "ShareButton",
+    "StopButton",
     "TeamTree",
     "approval_view",
     "build_tree",
+    "feedback_view",
     "share_view",
+    "stop_view",
 ]
 
 log = logging.getLogger(__name__)
@@ -111,6 +116,66 @@ def build_tree(bot: TeamBot) -> TeamTree:
         interaction: discord.Interaction[TeamBot], whole_channel: bool = False
     ) -> None:
         await bot.command_forget(interaction, whole_channel)
+
+    models = bot.engine.channels.models[:25]
+
+    @tree.command(
+        name="settings", description="How I behave in this channel (Manage Channels to change)"
+    )
+    @app_commands.guild_only()
+    @app_commands.describe(
+        instructions="Extra instructions for this channel (up to 2,000 characters)",
+        answer_mode="Follow threads I'm in (default), or answer only when mentioned",
+        model="The dialogue model for this channel",
+        tools="Let me use tools here (built-ins and MCP servers)",
+        summary_language="The language of summaries here (e.g. French)",
+        reset="Put one setting (or all) back to the server's / the bot's default",
+    )
+    @app_commands.choices(
+        answer_mode=[
+            app_commands.Choice(name="follow threads", value="follow"),
+            app_commands.Choice(name="mentions only", value="mentions"),
+        ],
+        model=[app_commands.Choice(name=m[:100], value=m[:100]) for m in models],
+        reset=[
+            app_commands.Choice(name=label, value=value)
+            for label, value in (
+                ("extra instructions", "instructions"),
+                ("answer mode", "answer_mode"),
+                ("model", "model"),
+                ("tools", "tools"),
+                ("summary language", "summary_language"),
+                ("everything", "all"),
+            )
+        ],
+    )
+    async def settings(
+        interaction: discord.Interaction[TeamBot],
+        instructions: app_commands.Range[str, 1, 2000] | None = None,
+        answer_mode: str | None = None,
+        model: str | None = None,
+        tools: bool | None = None,
+        summary_language: app_commands.Range[str, 1, 40] | None = None,
+        reset: str | None = None,
+    ) -> None:
+        changes: dict[str, Any] = {}
+        if reset == "all":
+            changes.update(
+                instructions=None, answer_mode=None, model=None, summary_language=None, tools=None
+            )
+        elif reset is not None:
+            changes[reset] = None
+        for name, value in (
+            ("instructions", instructions),
+            ("answer_mode", answer_mode),
+            ("model", model),
+            ("summary_language", summary_language),
+        ):
+            if value is not None:
+                changes[name] = value
+        if tools is not None:
+            changes["tools"] = tools
+        await bot.command_settings(interaction, changes)
 
     @tree.command(name="usage", description="AI tokens and cost today for this server")
     @app_commands.guild_only()
@@ -204,4 +269,115 @@ def approval_view(card: str) -> discord.ui.View:
 def share_view(token: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(ShareButton(token))
+    return view
+
+
+class FeedbackButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=r"teambot:fb:(?P<rating>up|down):(?P<answer>[0-9a-f]{8,32})",
+):
+    """👍 / 👎 under an answer. The answer's id is in the custom_id; what produced it is
+    in Redis, so a click works in any process and after a restart."""
+
+    def __init__(self, rating: str, answer: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                emoji="👍" if rating == "up" else "👎",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"teambot:fb:{rating}:{answer}",
+            )
+        )
+        self.rating = rating
+        self.answer = answer
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> FeedbackButton:
+        return cls(match["rating"], match["answer"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        from bots.discord.bot import TeamBot
+
+        client = interaction.client
+        if isinstance(client, TeamBot):
+            await client.on_feedback(interaction, self.answer, self.rating)
+
+
+class FeedbackReason(discord.ui.Modal):
+    """After 👎: an optional one-line reason."""
+
+    reason: discord.ui.TextInput[FeedbackReason] = discord.ui.TextInput(
+        label="What was wrong? (optional)",
+        style=discord.TextStyle.short,
+        required=False,
+        max_length=300,
+        placeholder="Wrong facts, too long, missed the point…",
+        custom_id="reason",
+    )
+
+    def __init__(self, answer: str) -> None:
+        super().__init__(
+            title="Feedback on this answer", custom_id=f"teambot:fbr:{answer}", timeout=900
+        )
+        self.answer = answer
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        from bots.discord.bot import TeamBot
+
+        client = interaction.client
+        if isinstance(client, TeamBot):
+            await client.on_feedback(interaction, self.answer, "down", str(self.reason.value or ""))
+
+
+def feedback_view(answer: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(FeedbackButton("up", answer))
+    view.add_item(FeedbackButton("down", answer))
+    return view
+
+
+class StopButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=r"teambot:stop:(?P<key>discord:\d+:\d+:[0-9-]+)",
+):
+    """Stop on a message while its answer is written: stops it through core (any
+    process), as a `stop` message in the thread does."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Stop",
+                emoji="⏹️",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"teambot:stop:{key}",
+            )
+        )
+        self.key = key
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> StopButton:
+        return cls(match["key"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        from bots.discord.bot import TeamBot
+
+        client = interaction.client
+        if isinstance(client, TeamBot):
+            await client.on_stop(interaction, self.key)
+
+
+def stop_view(key: object) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(StopButton(str(key)))
     return view

@@ -49,6 +49,7 @@ from core import (
     Attachment,
     Author,
     ChatMessage,
+    ConfigError,
     ConversationKey,
     Engine,
     Fetch,
@@ -213,6 +214,8 @@ class Interactions:
         )
 
         async def open_sink(_incoming: Incoming) -> ReplySink:
+            if isinstance(sink.surface, InteractionSurface):
+                sink.surface.stop_key = _incoming.key
             await sink.status("")
             return sink
 
@@ -510,6 +513,113 @@ class Interactions:
             await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
         except discord.HTTPException as error:
             log.warning("could not answer interaction %s: %s", interaction.id, error)
+
+    # --- settings ------------------------------------------------------------------------
+
+    async def command_settings(
+        self, interaction: discord.Interaction[TeamBot], changes: dict[str, Any]
+    ) -> None:
+        """/settings: anyone sees this channel's settings (privately); members with Manage
+        Channels change them. Inside a thread, the settings are its channel's."""
+        guild_id, channel = interaction.guild_id, interaction.channel
+        if guild_id is None or channel is None:
+            return
+        base_id = (
+            channel.parent_id or channel.id if isinstance(channel, discord.Thread) else channel.id
+        )
+        key = channel_key(guild_id, base_id)
+        if changes and not interaction.permissions.manage_channels:
+            work = self._show_settings(
+                key, base_id, "Changing them needs the Manage Channels permission."
+            )
+        elif changes:
+            user = interaction.user
+            work = self._change_settings(key, base_id, changes, f"discord:{user.id} ({user.name})")
+        else:
+            work = self._show_settings(key, base_id, "")
+        await self._respond_later(
+            interaction, work, ephemeral=True, name=f"discord-settings-{interaction.id}"
+        )
+
+    async def _show_settings(self, key: ConversationKey, channel_id: int, note: str) -> str:
+        text = await self.engine.channels.describe(key, f"<#{channel_id}>")
+        return f"{note}\n\n{text}" if note else text
+
+    async def _change_settings(
+        self, key: ConversationKey, channel_id: int, changes: dict[str, Any], by: str
+    ) -> str:
+        if changes.get("tools") is not None:
+            names = self.engine.tools.names()
+            groups = {"builtin"} | {f"mcp:{n.split('__', 1)[0]}" for n in names if "__" in n}
+            changes["tools"] = {group: bool(changes["tools"]) for group in sorted(groups)}
+        try:
+            await self.engine.channels.update(key.channel_key(), changes, by=by)
+        except ConfigError as error:
+            return f"Not saved: {error}\n\n" + await self._show_settings(key, channel_id, "")
+        return await self._show_settings(key, channel_id, "✅ Saved.")
+
+    # --- stop ----------------------------------------------------------------------------
+
+    async def on_stop(self, interaction: discord.Interaction[Any], raw_key: str) -> None:
+        """The Stop button: stop the answer being written in that conversation (only one
+        of this server and this channel or thread)."""
+        try:
+            key = ConversationKey.parse(raw_key)
+        except ValueError:
+            return
+        here = {str(interaction.channel_id)}
+        if key.workspace != str(interaction.guild_id) or not here & {key.channel, key.thread}:
+            await self._tell(interaction, "That Stop button belongs somewhere else.")
+            return
+        try:
+            stopped = await self.intake.stop(key)
+        except Exception as error:
+            log.warning("could not stop %s: %s", key, error)
+            stopped = False
+        if stopped:
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.response.defer()  # the message itself shows "(stopped)"
+        else:
+            await self._tell(interaction, "There is nothing to stop: that answer has ended.")
+
+    # --- feedback ------------------------------------------------------------------------
+
+    async def on_feedback(
+        self,
+        interaction: discord.Interaction[Any],
+        answer: str,
+        rating: str,
+        reason: str | None = None,
+    ) -> None:
+        """👍 is recorded and thanked for; 👎 asks an optional reason in a modal (the 👎
+        counts at once: closing the modal keeps it); the modal's submit stores the reason.
+        A person's later vote on the same answer replaces theirs."""
+        from bots.discord.commands import FeedbackReason
+
+        guild_id = interaction.guild_id
+        if guild_id is None:
+            return
+        vote: Literal["up", "down"] = "up" if rating == "up" else "down"
+        if vote == "down" and reason is None:
+            try:
+                await interaction.response.send_modal(FeedbackReason(answer))
+            except discord.HTTPException as error:
+                log.info("could not ask why (interaction %s): %s", interaction.id, error)
+        try:
+            known = await self.engine.feedback.vote(
+                tenant_key(guild_id), answer, str(interaction.user.id), vote, reason or ""
+            )
+        except Exception as error:
+            log.warning("could not record feedback on %s: %s", answer, error)
+            if not interaction.response.is_done():
+                await self._tell(interaction, "I couldn't record that just now. Please try again.")
+            return
+        if interaction.response.is_done():
+            return  # the modal is up: it thanks on submit
+        if not known:
+            await self._tell(interaction, "This answer is too old to rate.")
+        else:
+            await self._tell(interaction, "Thanks for the feedback!")
 
     async def _tell(self, interaction: discord.Interaction[Any], text: str) -> None:
         """A short private answer to the one who asked."""

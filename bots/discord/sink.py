@@ -25,6 +25,7 @@ from discord.utils import MISSING
 from bots.discord.format import MESSAGE_LIMIT, PAGE_LIMIT, close_fence, status_line
 from core import (
     ApprovalCard,
+    ConversationKey,
     NativeStream,
     PagedReply,
     Rate,
@@ -37,6 +38,7 @@ from core import (
 __all__ = [
     "ChannelSurface",
     "DiscordApprovals",
+    "DiscordReply",
     "InteractionSurface",
     "discord_pacer",
     "discord_reply",
@@ -141,6 +143,20 @@ class DiscordApprovals:
         await message.edit(content=text, view=None, allowed_mentions=discord.AllowedMentions.none())
 
 
+class DiscordReply(PagedReply):
+    """A streamed reply whose final answer carries 👍/👎 (the engine offers feedback on
+    an answer before it finishes it)."""
+
+    answer_id: str | None = None
+
+    def offer_feedback(self, answer_id: str) -> None:
+        from bots.discord.commands import feedback_view
+
+        self.answer_id = answer_id
+        if isinstance(self.surface, _Pages):
+            self.surface.final_view = lambda: feedback_view(answer_id)
+
+
 def discord_reply(
     surface: ChannelSurface | InteractionSurface,
     pacer: WritePacer,
@@ -149,10 +165,10 @@ def discord_reply(
     header: str = "",
     resolve: Callable[[str], str | None] | None = None,
     approvals: DiscordApprovals | None = None,
-) -> PagedReply:
+) -> DiscordReply:
     """A streamed reply that pings nobody but `asker` (and asks for approval, when a
     tool needs it, with `approvals`)."""
-    reply = PagedReply(
+    reply = DiscordReply(
         surface,
         pacer,
         header=header,
@@ -197,8 +213,29 @@ class _Pages:
         line = status_line(status)
         return f"{wire}\n{line}" if wire.strip() else line
 
-    def _view(self, final: bool, last: bool) -> discord.ui.View | None:
-        return self.final_view() if final and last and self.final_view is not None else None
+    #: The conversation whose answer this is: its pages carry a Stop button while the
+    #: answer is being written (None: no button).
+    stop_key: ConversationKey | None = None
+    _stoppable: set[int] | None = None
+
+    def _view(self, index: int, final: bool, last: bool) -> Any:
+        """The components to send with page `index`: the final view on the answer's last
+        page, a Stop button while it is written, None to take a Stop button away, and
+        MISSING to leave the page's components as they are."""
+        stoppable = self._stoppable if self._stoppable is not None else set()
+        self._stoppable = stoppable
+        if final and last and self.final_view is not None:
+            stoppable.discard(index)
+            return self.final_view()
+        if not final and self.stop_key is not None:
+            from bots.discord.commands import stop_view
+
+            stoppable.add(index)
+            return stop_view(self.stop_key)
+        if index in stoppable:
+            stoppable.discard(index)
+            return None
+        return MISSING
 
 
 class ChannelSurface(_Pages):
@@ -249,14 +286,12 @@ class ChannelSurface(_Pages):
 
     async def show(self, index: int, content: str, *, final: bool, last: bool) -> RateReport | None:
         await self._stop_typing()
-        view = self._view(final, last)
+        view = self._view(index, final, last)
         current = self.messages[index] if index < len(self.messages) else None
         if current is not None:
             try:
                 self.messages[index] = await current.edit(
-                    content=content,
-                    allowed_mentions=self.mentions,
-                    view=view if view is not None else MISSING,
+                    content=content, allowed_mentions=self.mentions, view=view
                 )
                 return None
             except discord.NotFound:
@@ -277,13 +312,13 @@ class ChannelSurface(_Pages):
     async def _send(
         self,
         content: str,
-        view: discord.ui.View | None,
+        view: Any,
         reference: discord.MessageReference | None,
     ) -> discord.Message:
         extra: dict[str, Any] = {}
         if reference is not None:
             extra["reference"] = reference
-        if view is not None:
+        if isinstance(view, discord.ui.View):
             extra["view"] = view
         return await self.channel.send(content, allowed_mentions=self.mentions, **extra)
 
@@ -350,13 +385,11 @@ class InteractionSurface(_Pages):
         if discord.utils.utcnow() >= self._deadline():
             await self._hand_over()
             raise SurfaceExpired(self.fallback())
-        view = self._view(final, last)
+        view = self._view(index, final, last)
         try:
             if index == 0:
                 message = await self.interaction.edit_original_response(
-                    content=content,
-                    allowed_mentions=self.mentions,
-                    view=view if view is not None else MISSING,
+                    content=content, allowed_mentions=self.mentions, view=view
                 )
                 self.original_id = message.id
             else:
@@ -376,16 +409,12 @@ class InteractionSurface(_Pages):
         self._shown[index] = content
         return None
 
-    async def _show_followup(
-        self, position: int, content: str, view: discord.ui.View | None
-    ) -> None:
+    async def _show_followup(self, position: int, content: str, view: Any) -> None:
         current = self.followups[position] if position < len(self.followups) else None
         if current is not None:
             try:
                 self.followups[position] = await current.edit(
-                    content=content,
-                    allowed_mentions=self.mentions,
-                    view=view if view is not None else MISSING,
+                    content=content, allowed_mentions=self.mentions, view=view
                 )
                 return
             except discord.NotFound:
@@ -395,7 +424,7 @@ class InteractionSurface(_Pages):
             wait=True,
             ephemeral=self.ephemeral,
             allowed_mentions=self.mentions,
-            view=view if view is not None else MISSING,
+            view=view if isinstance(view, discord.ui.View) else MISSING,
         )
         if position < len(self.followups):
             self.followups[position] = message
@@ -454,6 +483,7 @@ class InteractionSurface(_Pages):
             target, channel_id, mentions=self.mentions, reply_to=reference, typing=False
         )
         successor.final_view = self.final_view
+        successor.stop_key = self.stop_key
         return successor
 
     def message_ids(self) -> list[int]:

@@ -132,7 +132,7 @@ async def test_stop_cancels_the_model_call_within_a_second_and_the_thread_goes_o
         took = time.monotonic() - asked
         request = cometapi.requests_for(GPT)[0]
         assert took < 1.0, f"stopped after {took:.2f} s"
-        assert request.hung_up_at is not None and request.hung_up_at - asked < 1.0
+        assert request.client_closed_at is not None and request.client_closed_at - asked < 1.0
         # what was shown stays, ended by a short "(stopped)"
         assert stopped.final == stopped.shown.rstrip() + "\n\n_(stopped)_"
         assert stopped.shown.startswith("re: [Ana]")

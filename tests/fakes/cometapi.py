@@ -679,8 +679,10 @@ class RecordedRequest:
     rejection: Rejection | None = None
     #: What answered: "Reply", a fault class name, "rejected", or None while in flight.
     outcome: str | None = None
-    #: When (``time.monotonic()``) the client closed a streamed answer before its end.
-    hung_up_at: float | None = None
+    #: Streamed replies: how many events went out, and when (time.monotonic()) the client
+    #: closed the connection before the stream's end, if it did.
+    frames_sent: int = 0
+    client_closed_at: float | None = None
 
     def __repr__(self) -> str:
         state = (
@@ -2013,7 +2015,7 @@ class FakeCometAPI:
                 frames.append(error_frame)
                 if rec.protocol == "gemini" and not rec.sse:
                     frames.append(b"]")
-            return await self._write_frames(request, rec, reply, frames, headers, cut_after)
+            return await self._write_frames(request, reply, frames, headers, cut_after, rec)
         # Non-streamed: a single body.
         body = error_frame if error is not None else b"".join(frames)
         resp = web.StreamResponse(status=200, headers=headers)
@@ -2029,20 +2031,17 @@ class FakeCometAPI:
             await resp.write(body)
             await resp.write_eof()
         except ConnectionError:
-            rec.hung_up_at = time.monotonic()
-        except asyncio.CancelledError:
-            rec.hung_up_at = time.monotonic()
-            raise
+            pass
         return resp
 
     async def _write_frames(
         self,
         request: web.Request,
-        rec: RecordedRequest,
         reply: Reply,
         frames: list[bytes],
         headers: dict[str, str],
         cut_after: int | None,
+        rec: RecordedRequest | None = None,
     ) -> web.StreamResponse:
         resp = web.StreamResponse(status=200, headers=headers)
         await resp.prepare(request)
@@ -2057,14 +2056,18 @@ class FakeCometAPI:
                 if reply.stall_after is not None and i == reply.stall_after and reply.stall > 0:
                     await asyncio.sleep(reply.stall)
                 await resp.write(frame)
+                if rec is not None:
+                    rec.frames_sent = i + 1
             if cut_after is not None:
                 _close(request)
                 return resp
             await resp.write_eof()
         except ConnectionError:
-            rec.hung_up_at = time.monotonic()
-        except asyncio.CancelledError:
-            rec.hung_up_at = time.monotonic()
+            if rec is not None:
+                rec.client_closed_at = time.monotonic()
+        except asyncio.CancelledError:  # the client hung up mid-stream (handler cancellation)
+            if rec is not None:
+                rec.client_closed_at = time.monotonic()
             raise
         return resp
 

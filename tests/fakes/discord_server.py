@@ -928,6 +928,138 @@ class _RateLimited(Exception):
         self.bucket = bucket
 
 
+def _walk_components(components: Any) -> Iterable[JSON]:
+    """Every component in a tree (rows, containers, labels), depth first."""
+    stack = list(components or []) if isinstance(components, list) else []
+    stack.reverse()
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        yield node
+        children = list(node.get("components") or [])
+        if isinstance(node.get("component"), dict):
+            children.append(node["component"])
+        if isinstance(node.get("accessory"), dict):
+            children.append(node["accessory"])
+        stack.extend(reversed(children))
+
+
+def _text_inputs(modal: JSON) -> list[JSON]:
+    return [c for c in _walk_components(modal.get("components")) if c.get("type") == 4]
+
+
+def _check_components(components: Any, path: list[str | int], *, v2: bool = False) -> None:
+    """What Discord checks of message components beyond the schema: at most 5 rows (of a
+    classic message), custom_ids unique in the message, a link button has a url and no
+    custom_id, every other button a custom_id and no url."""
+    if not isinstance(components, list):
+        return
+    if not v2 and len(components) > 5:
+        raise _form_error(
+            [*path, "components"], "BASE_TYPE_MAX_LENGTH", "Must be 5 or fewer in length."
+        )
+    seen: set[str] = set()
+    for node in _walk_components(components):
+        custom_id = node.get("custom_id")
+        if node.get("type") == 2:
+            link = node.get("style") == 5
+            if link and (custom_id or not node.get("url")):
+                raise _form_error(
+                    [*path, "components"],
+                    "COMPONENT_INVALID",
+                    "A link button needs a url and no custom_id.",
+                )
+            if not link and node.get("style") != 6 and (not custom_id or node.get("url")):
+                raise _form_error(
+                    [*path, "components"],
+                    "COMPONENT_CUSTOM_ID_REQUIRED",
+                    "A button needs a custom_id.",
+                )
+            if not link and not node.get("label") and not node.get("emoji"):
+                raise _form_error(
+                    [*path, "components"],
+                    "COMPONENT_INVALID",
+                    "A button needs a label or an emoji.",
+                )
+        if custom_id:
+            if custom_id in seen:
+                raise _form_error(
+                    [*path, "components"],
+                    "COMPONENT_CUSTOM_ID_DUPLICATED",
+                    "Component custom id cannot be duplicated",
+                )
+            seen.add(custom_id)
+
+
+def _check_modal(data: Any) -> None:
+    """A modal (callback type 9) as Discord checks it: a title (1-45) and custom_id,
+    1-5 top-level components, unique custom_ids, each text input's label (in a row) and
+    min_length <= max_length, a prefilled value within max_length."""
+    path: list[str | int] = ["data"]
+    if not isinstance(data, dict):
+        raise _form_error(path, "BASE_TYPE_REQUIRED", "This field is required")
+    title = data.get("title")
+    if not isinstance(title, str) or not 1 <= len(title) <= 45:
+        raise _form_error(
+            [*path, "title"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 45 in length."
+        )
+    if not data.get("custom_id"):
+        raise _form_error([*path, "custom_id"], "BASE_TYPE_REQUIRED", "This field is required")
+    rows = data.get("components")
+    if not isinstance(rows, list) or not 1 <= len(rows) <= 5:
+        raise _form_error(
+            [*path, "components"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 5 in length."
+        )
+    seen: set[str] = set()
+    for row in rows:
+        labelled = isinstance(row, dict) and row.get("type") == 18
+        for node in _walk_components([row]):
+            if node.get("type") != 4:
+                continue
+            if not labelled and not node.get("label"):
+                raise _form_error(
+                    [*path, "components"], "BASE_TYPE_REQUIRED", "A text input needs a label."
+                )
+            low, high = int(node.get("min_length") or 0), int(node.get("max_length") or 4000)
+            if low > high:
+                raise _form_error(
+                    [*path, "components"], "COMPONENT_INVALID", "min_length is above max_length."
+                )
+            if len(node.get("value") or "") > high:
+                raise _form_error(
+                    [*path, "components"],
+                    "BASE_TYPE_MAX_LENGTH",
+                    "The value is longer than max_length.",
+                )
+            custom_id = node.get("custom_id") or ""
+            if custom_id in seen:
+                raise _form_error(
+                    [*path, "components"],
+                    "COMPONENT_CUSTOM_ID_DUPLICATED",
+                    "Component custom id cannot be duplicated",
+                )
+            seen.add(custom_id)
+
+
+def _check_interactive(body: JSON) -> None:
+    """Components of a message write, or an interaction callback's message or modal."""
+    if "type" in body and isinstance(body.get("data"), dict) and "content" not in body:
+        if body["type"] == CB_MODAL:
+            _check_modal(body["data"])
+            return
+        data = body["data"]
+        _check_components(
+            data.get("components"),
+            ["data"],
+            v2=bool(int(data.get("flags") or 0) & MF_IS_COMPONENTS_V2),
+        )
+        return
+    _check_components(
+        body.get("components"), [], v2=bool(int(body.get("flags") or 0) & MF_IS_COMPONENTS_V2)
+    )
+
+
 def _form_error(path: Sequence[str | int], code: str, message: str) -> _ApiError:
     """400 Invalid Form Body with Discord's nested ``errors`` tree."""
     tree: JSON = {"_errors": [{"code": code, "message": message}]}
@@ -1968,6 +2100,12 @@ class FakeDiscord:
         """INTERACTION_CREATE data for a button / select on a message (type 3)."""
         mid = message.id if isinstance(message, MessageView) else int(message)
         msg = self._messages[mid]
+        if component_type == 2:
+            found = [b for b in _walk_components(msg.components) if b.get("custom_id") == custom_id]
+            if not found:
+                raise ValueError(f"message {mid} has no component {custom_id!r} to click")
+            if found[0].get("disabled"):
+                raise ValueError(f"{custom_id!r} is disabled: Discord would not send the click")
         ch = self._channels[msg.channel_id]
         g = self._guilds.get(ch.guild_id) if ch.guild_id else None
         invoker = self._user(user) if user is not None else self._default_user(ch)
@@ -1979,6 +2117,53 @@ class FakeDiscord:
         payload["message"] = self._message_payload(msg)
         state = self._register_interaction(payload, custom_id, invoker, ch, g)
         state.component_message_id = mid
+        return payload
+
+    def modal_submit(
+        self,
+        shown: InteractionState,
+        values: Mapping[str, str],
+        user: FakeUser | FakeMember | int | None = None,
+        *,
+        locale: str = "en-US",
+    ) -> JSON:
+        """INTERACTION_CREATE data for a person submitting the modal that `shown` answered
+        with (type 5). `values` maps text inputs' custom_ids to what was typed; Discord's
+        client enforces required, min_length and max_length before it lets anyone submit,
+        so breaking them here is a test bug (ValueError)."""
+        modal = shown.modal
+        if shown.callback_type != CB_MODAL or modal is None:
+            raise ValueError("that interaction was not answered with a modal")
+        ch = self._channels[shown.channel_id]
+        g = self._guilds.get(ch.guild_id) if ch.guild_id else None
+        invoker = self._user(user) if user is not None else self._users[shown.user_id]
+        if invoker.id != shown.user_id:
+            raise ValueError("only the person the modal was shown to can submit it")
+        inputs = {i["custom_id"]: i for i in _text_inputs(modal)}
+        unknown = set(values) - set(inputs)
+        if unknown:
+            raise ValueError(f"the modal has no text input {sorted(unknown)}")
+        rows: list[JSON] = []
+        for custom_id, spec in inputs.items():
+            value = values.get(custom_id, spec.get("value") or "")
+            if not value and spec.get("required", True):
+                raise ValueError(f"{custom_id} is required: Discord would not submit the modal")
+            if value and len(value) < int(spec.get("min_length") or 0):
+                raise ValueError(f"{custom_id} is shorter than its min_length")
+            if len(value) > int(spec.get("max_length") or 4000):
+                raise ValueError(f"{custom_id} is longer than its max_length")
+            rows.append(
+                {
+                    "type": 1,
+                    "components": [{"type": 4, "custom_id": custom_id, "value": value}],
+                }
+            )
+        payload = self._interaction_base(IT_MODAL_SUBMIT, invoker, ch, g, locale)
+        payload["data"] = {"custom_id": modal["custom_id"], "components": rows}
+        if shown.component_message_id is not None:
+            payload["message"] = self._message_payload(self._messages[shown.component_message_id])
+        state = self._register_interaction(payload, modal["custom_id"], invoker, ch, g)
+        state.component_message_id = shown.component_message_id
         return payload
 
     def _interaction_place(
@@ -2894,6 +3079,8 @@ class FakeDiscord:
                         code = _SPEC_KEYWORD_CODES.get(err.keyword, "SPEC_VALIDATION_FAILED")
                         _merge_trees(tree, _form_error(path, code, err.message).errors or {})
                     raise _ApiError(400, 50035, "Invalid Form Body", tree)
+            if isinstance(body, dict):
+                _check_interactive(body)
             request[_REQ_BODY] = body
             request[_REQ_FILES] = files
             response = await handler(request)
