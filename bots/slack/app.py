@@ -41,7 +41,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.health import HealthServer, health_routes
 from bots.slack.bot import SHARE_ACTION, SUMMARIZE_SHORTCUT, SlackBot, parse_window
-from bots.slack.format import APPROVE_ACTION, DENY_ACTION, safe_mrkdwn
+from bots.slack.format import (
+    APPROVE_ACTION,
+    DENY_ACTION,
+    FEEDBACK_ACTION,
+    FEEDBACK_REASON_VIEW,
+    safe_mrkdwn,
+)
 from bots.slack.history import Identity
 from core import ConfigError, Engine, Settings, metrics
 
@@ -153,6 +159,37 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
     @app.event("message")
     async def on_message(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
         await bot.on_message(event, team(body, context))
+
+    @app.event("agent_session_stopped")
+    async def on_session_stopped(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
+        await bot.on_session_stopped(event, team(body, context))
+
+    @app.action(FEEDBACK_ACTION)
+    async def on_feedback(
+        ack: Callable[..., Awaitable[None]],
+        body: dict[str, Any],
+        action: dict[str, Any],
+        context: Any,
+    ) -> None:
+        await ack()
+        user = str((body.get("user") or {}).get("id") or "")
+        bot.spawn(
+            bot.on_feedback(
+                team(body, context),
+                user,
+                str(action.get("value") or ""),
+                body.get("trigger_id"),
+            ),
+            name="slack:feedback",
+        )
+
+    @app.view(FEEDBACK_REASON_VIEW)
+    async def on_feedback_reason(
+        ack: Callable[..., Awaitable[None]], body: dict[str, Any], view: dict[str, Any]
+    ) -> None:
+        await ack()
+        user = str((body.get("user") or {}).get("id") or "")
+        bot.spawn(bot.on_feedback_reason(user, view), name="slack:feedback-reason")
 
     @app.command("/summarize")
     async def on_summarize(

@@ -31,13 +31,20 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import SecretStr
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack.format import SHARE_ACTION, safe_mrkdwn, summary_blocks
+from bots.slack.format import (
+    REASON_BLOCK,
+    REASON_INPUT,
+    SHARE_ACTION,
+    feedback_reason_view,
+    safe_mrkdwn,
+    summary_blocks,
+)
 from bots.slack.history import (
     Directory,
     Identity,
@@ -491,6 +498,52 @@ class SlackBot:
             )
             return
         await respond(delete_original=True)
+
+    # --- feedback and Stop --------------------------------------------------------------
+
+    async def on_feedback(
+        self, team_id: str, user_id: str, value: str, trigger_id: str | None
+    ) -> None:
+        """👍/👎 under an answer: the vote counts at once; 👎 then asks for an optional
+        reason in a modal (which replaces the vote with the same rating and the reason)."""
+        rating, _, answer_id = value.partition(":")
+        if rating not in ("up", "down") or not answer_id or not user_id:
+            return
+        tenant = ConversationKey("slack", team_id, "-", "-").tenant
+        if rating == "down" and trigger_id:
+            # A trigger is good for 3 s: the modal first, the vote right after.
+            try:
+                await self.client.views_open(
+                    trigger_id=trigger_id, view=feedback_reason_view(answer_id, tenant)
+                )
+            except SlackApiError as error:
+                log.info("could not ask for a reason: %s", error.response.get("error"))
+        vote: Literal["up", "down"] = "up" if rating == "up" else "down"
+        known = await self.engine.feedback.vote(tenant, answer_id, user_id, vote)
+        if not known:
+            log.info("a vote on an answer no longer kept (%s)", answer_id)
+
+    async def on_feedback_reason(self, user_id: str, view: Mapping[str, Any]) -> None:
+        """The 👎 modal was sent: keep the reason with the vote."""
+        try:
+            meta = json.loads(str(view.get("private_metadata") or "{}"))
+            answer_id, tenant = str(meta["answer"]), str(meta["tenant"])
+        except (ValueError, KeyError, TypeError):
+            return
+        values = (view.get("state") or {}).get("values") or {}
+        reason = str(((values.get(REASON_BLOCK) or {}).get(REASON_INPUT) or {}).get("value") or "")
+        await self.engine.feedback.vote(tenant, answer_id, user_id, "down", reason)
+
+    async def on_session_stopped(self, event: Mapping[str, Any], team_id: str) -> None:
+        """Slack's Stop button on an agent session (`agent_session_stopped`): the answer
+        being written in that thread stops, on whichever replica writes it."""
+        channel = str(event.get("channel") or "")
+        thread_ts = str(event.get("thread_ts") or "")
+        if not channel or not thread_ts:
+            return
+        key = ConversationKey("slack", team_id, channel, thread_ts)
+        if not await self.intake.stop(key):
+            log.info("stop pressed in %s: nothing was being written", key)
 
     # --- forgetting -------------------------------------------------------------------------
 

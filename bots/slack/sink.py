@@ -22,12 +22,13 @@ import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack.format import approval_blocks, to_mrkdwn
+from bots.slack.format import answer_blocks, approval_blocks, feedback_block, to_mrkdwn
 from core import ApprovalCard, PagedReply, Rate, RateReport, WritePacer
 
 __all__ = [
     "MESSAGE_LIMIT",
     "SlackDeliveryError",
+    "SlackReply",
     "SlackStream",
     "SlackThread",
     "slack_pacers",
@@ -99,6 +100,8 @@ class SlackThread:
         self.ts: list[str] = []  # the page messages, in order
         self.show_status = show_status
         self._status_up = False
+        #: The answer's id once core offered 👍/👎 for it (its final page carries them).
+        self.feedback: str | None = None
         self._native = (
             SlackStream(self, recipient_user=recipient_user, recipient_team=recipient_team)
             if stream
@@ -133,8 +136,13 @@ class SlackThread:
 
     async def show(self, index: int, wire: str, *, final: bool, last: bool) -> RateReport | None:
         try:
+            extra: dict[str, Any] = {}
+            if final and last and self.feedback:
+                extra["blocks"] = answer_blocks(wire, self.feedback)
             if index < len(self.ts):
-                await self.client.chat_update(channel=self.channel, ts=self.ts[index], text=wire)
+                await self.client.chat_update(
+                    channel=self.channel, ts=self.ts[index], text=wire, **extra
+                )
                 return None
             response = await self.client.chat_postMessage(
                 channel=self.channel,
@@ -142,6 +150,7 @@ class SlackThread:
                 text=wire,
                 unfurl_links=False,
                 unfurl_media=False,
+                **extra,
             )
         except _Errors as error:
             report = _report(error)
@@ -243,12 +252,13 @@ class SlackStream:
         self._close_task(chunks)
         if markdown:
             chunks.append({"type": "markdown_text", "text": markdown})
+        extra: dict[str, Any] = {}
         if chunks:
-            await self.thread.client.chat_stopStream(
-                channel=self.thread.channel, ts=self.ts, chunks=chunks
-            )
-        else:
-            await self.thread.client.chat_stopStream(channel=self.thread.channel, ts=self.ts)
+            extra["chunks"] = chunks
+        if final and self.thread.feedback:
+            # "rendered at the bottom of the finalized message" (chat.stopStream)
+            extra["blocks"] = [feedback_block(self.thread.feedback)]
+        await self.thread.client.chat_stopStream(channel=self.thread.channel, ts=self.ts, **extra)
 
 
 class SlackApprovals:
@@ -277,6 +287,16 @@ class SlackApprovals:
         )
 
 
+class SlackReply(PagedReply):
+    """A reply in a Slack thread whose final answer carries 👍/👎."""
+
+    surface: SlackThread
+
+    def offer_feedback(self, answer_id: str) -> None:
+        """Core's offer (before `finish`): the final page or stream end carries the buttons."""
+        self.surface.feedback = answer_id
+
+
 def slack_reply(
     client: AsyncWebClient,
     pacers: tuple[WritePacer, WritePacer],
@@ -287,7 +307,7 @@ def slack_reply(
     team: str | None = None,
     stream: bool = True,
     resolve: Any = None,
-) -> PagedReply:
+) -> SlackReply:
     """A reply in a thread: streamed natively when it can be, pinging nobody but `user`."""
     surface = SlackThread(
         client,
@@ -298,7 +318,7 @@ def slack_reply(
         stream=stream,
     )
     updates, appends = pacers
-    reply = PagedReply(
+    reply = SlackReply(
         surface,
         updates,
         allowed_users=[user] if user else [],

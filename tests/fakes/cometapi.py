@@ -679,6 +679,8 @@ class RecordedRequest:
     rejection: Rejection | None = None
     #: What answered: "Reply", a fault class name, "rejected", or None while in flight.
     outcome: str | None = None
+    #: When (monotonic) the client hung up in the middle of a streamed reply, else None.
+    closed_at: float | None = None
 
     def __repr__(self) -> str:
         state = (
@@ -2011,7 +2013,7 @@ class FakeCometAPI:
                 frames.append(error_frame)
                 if rec.protocol == "gemini" and not rec.sse:
                     frames.append(b"]")
-            return await self._write_frames(request, reply, frames, headers, cut_after)
+            return await self._write_frames(request, rec, reply, frames, headers, cut_after)
         # Non-streamed: a single body.
         body = error_frame if error is not None else b"".join(frames)
         resp = web.StreamResponse(status=200, headers=headers)
@@ -2033,6 +2035,7 @@ class FakeCometAPI:
     async def _write_frames(
         self,
         request: web.Request,
+        rec: RecordedRequest,
         reply: Reply,
         frames: list[bytes],
         headers: dict[str, str],
@@ -2050,13 +2053,18 @@ class FakeCometAPI:
                     await asyncio.sleep(reply.chunk_delay)
                 if reply.stall_after is not None and i == reply.stall_after and reply.stall > 0:
                     await asyncio.sleep(reply.stall)
+                if request.transport is None or request.transport.is_closing():
+                    raise ConnectionResetError("the client hung up")
                 await resp.write(frame)
             if cut_after is not None:
                 _close(request)
                 return resp
             await resp.write_eof()
         except ConnectionError:
-            pass
+            rec.closed_at = time.monotonic()
+        except asyncio.CancelledError:
+            rec.closed_at = time.monotonic()
+            raise
         return resp
 
     def _check_emitted(self, kind: str, obj: dict[str, Any]) -> None:

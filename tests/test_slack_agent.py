@@ -1,0 +1,163 @@
+"""Slack's agent surface, through the real app, the fake Slack and the fake CometAPI:
+👍/👎 under every final answer (streamed or posted), votes stored and counted once per
+person, 👎 asks a reason in a modal; Slack's Stop button stops the model call."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from core.feedback import iso_week
+from tests.fakes.cometapi import FakeCometAPI, Reply
+from tests.fakes.slack_api import FakeSlack, ThreadMessage, check_blocks
+from tests.test_slack_harness import (
+    ALICE,
+    BOB,
+    GENERAL,
+    GPT,
+    TEAM,
+    Harness,
+    running,
+    slack_settings,
+)
+from tests.test_slack_harness import slack as slack
+
+TENANT = f"slack:{TEAM}"
+
+
+@pytest.fixture
+async def h(
+    redis_url: str, key_prefix: str, cometapi: FakeCometAPI, slack: FakeSlack
+) -> AsyncIterator[Harness]:
+    settings = slack_settings(redis_url, key_prefix, cometapi, slack)
+    async with running(settings, slack, cometapi) as harness:
+        yield harness
+
+
+def feedback_of(message: ThreadMessage) -> dict[str, Any]:
+    """The message's feedback_buttons element (the block shape checked by the fake)."""
+    check_blocks(message.blocks)
+    blocks = [b for b in message.blocks if b["type"] == "context_actions"]
+    assert len(blocks) == 1, message.blocks
+    (element,) = blocks[0]["elements"]
+    assert element["type"] == "feedback_buttons"
+    return dict(element)
+
+
+def press(h: Harness, message: ThreadMessage, user: str, *, positive: bool) -> dict[str, Any]:
+    element = feedback_of(message)
+    button = element["positive_button" if positive else "negative_button"]
+    return h.p.block_action(
+        user=user,
+        channel=GENERAL,
+        message_ts=message.ts,
+        action={
+            "type": "feedback_buttons",
+            "action_id": element["action_id"],
+            "block_id": "feedback",
+            "text": button["text"],
+            "value": button["value"],
+        },
+    )
+
+
+async def counts(h: Harness) -> dict[tuple[str, str], list[int]]:
+    return await h.bot.engine.feedback.week(TENANT, iso_week())
+
+
+async def test_a_streamed_answer_carries_feedback_and_votes_count_once(h: Harness) -> None:
+    h.cometapi.script(GPT, Reply("Paris is the capital of France."))
+    mention = h.slack.mention(GENERAL, ALICE, "capital of France?")
+    await h.send(mention)
+    await h.settle()
+    (answer,) = h.replies(GENERAL, mention["event"]["ts"])
+    assert answer.streamed and not answer.streaming
+    assert "Paris" in answer.text
+    stops = [c for c in h.slack.calls if c.method == "chat.stopStream"]
+    assert stops and "blocks" in stops[-1].args  # attached when the stream stops
+    # Alice 👍, Bob 👎 with a reason, then Alice changes her mind: counted once each
+    assert await h.form(press(h, answer, ALICE, positive=True)) == 200
+    await h.settle()
+    assert await counts(h) == {("dialogue", GPT): [1, 0]}
+    assert await h.form(press(h, answer, BOB, positive=False)) == 200
+    await h.settle()
+    assert await counts(h) == {("dialogue", GPT): [1, 1]}
+    (modal,) = h.slack.views
+    assert modal["type"] == "modal"
+    submit = h.p.view_submission(
+        user=BOB, view=modal, values={"reason": {"reason_input": {"value": "too short"}}}
+    )
+    assert await h.form(submit) == 200
+    await h.settle()
+    assert await counts(h) == {("dialogue", GPT): [1, 1]}  # the reason did not count twice
+    assert await h.form(press(h, answer, ALICE, positive=False)) == 200
+    await h.form(press(h, answer, ALICE, positive=False))  # twice: still one vote
+    await h.settle()
+    assert await counts(h) == {("dialogue", GPT): [0, 2]}
+    stored = await h.bot.engine.store.redis.hgetall(
+        h.bot.engine.store.keys.plain(
+            "fb", TENANT, feedback_of(answer)["positive_button"]["value"][3:]
+        )
+    )
+    assert stored[f"v:{BOB}"] == "down|too short"
+    assert stored["model"] == GPT and stored["conversation"].startswith(f"slack:{TEAM}:{GENERAL}")
+    h.assert_clean()
+
+
+async def test_a_posted_answer_carries_feedback_on_its_last_page(h: Harness) -> None:
+    h.slack.refuse_streaming()  # a workspace without streaming: post, then edit
+    h.cometapi.script(GPT, Reply("Here is the answer."))
+    mention = h.slack.mention(GENERAL, ALICE, "a question")
+    await h.send(mention)
+    await h.settle()
+    (answer,) = h.replies(GENERAL, mention["event"]["ts"])
+    assert not answer.streamed
+    element = feedback_of(answer)
+    assert element["positive_button"]["value"].startswith("up:")
+    assert any(
+        b["type"] == "section" and "Here is the answer." in b["text"]["text"] for b in answer.blocks
+    )
+    h.assert_clean(allowed={"chat.startStream": {"channel_type_not_supported"}})
+
+
+async def test_stop_cancels_the_model_call_within_a_second_and_the_next_message_goes(
+    h: Harness,
+) -> None:
+    slow = " ".join(f"word{i}" for i in range(40))
+    h.cometapi.script(GPT, Reply(slow, chunks=40, chunk_delay=0.15))
+    mention = h.slack.mention(GENERAL, ALICE, "tell me a long story")
+    root = mention["event"]["ts"]
+    await h.send(mention)
+    for _ in range(200):
+        shown = h.replies(GENERAL, root)
+        if shown and "word3" in shown[0].text:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the answer never started")
+    pressed = time.monotonic()
+    assert await h.send(h.p.agent_session_stopped(GENERAL, root, ALICE, [shown[0].ts])) == 200
+    (request,) = h.cometapi.requests_for(GPT)
+    for _ in range(100):
+        if request.closed_at is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert request.closed_at is not None, "the model stream was never closed"
+    assert request.closed_at - pressed < 1.0
+    await h.settle()
+    (stopped,) = h.replies(GENERAL, root)
+    assert stopped.text.rstrip().endswith("(stopped)_") or stopped.text.rstrip().endswith(
+        "(stopped)"
+    )
+    assert "word39" not in stopped.text
+    # the next message in the thread proceeds
+    h.cometapi.script(GPT, Reply("Back again."))
+    follow = h.slack.user_message(GENERAL, ALICE, "and now?", thread_ts=root)
+    await h.send(follow)
+    await h.settle()
+    assert any("Back again." in m.text for m in h.replies(GENERAL, root))
+    h.assert_clean()
