@@ -5,6 +5,7 @@ person, 👎 asks a reason in a modal; Slack's Stop button stops the model call.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,11 +15,15 @@ import pytest
 from core.feedback import iso_week
 from tests.fakes.cometapi import FakeCometAPI, Reply
 from tests.fakes.slack_api import FakeSlack, ThreadMessage, check_blocks
+from tests.support import team_model
 from tests.test_slack_harness import (
     ALICE,
     BOB,
+    BOT,
+    FLASH,
     GENERAL,
     GPT,
+    SECRET,
     TEAM,
     Harness,
     running,
@@ -160,4 +165,87 @@ async def test_stop_cancels_the_model_call_within_a_second_and_the_next_message_
     await h.send(follow)
     await h.settle()
     assert any("Back again." in m.text for m in h.replies(GENERAL, root))
+    h.assert_clean()
+
+
+# --- the agent surface -------------------------------------------------------------------------
+
+
+def agent_thread(h: Harness, user: str = ALICE) -> tuple[str, str]:
+    """A new agent thread in the user's DM with the bot (Slack posts its root)."""
+    dm = h.slack.add_im(user)
+    root = h.slack.add_message(dm, "New chat", user=BOT)
+    return dm, root
+
+
+async def test_a_new_agent_thread_gets_prompts_and_its_title_from_the_first_question(
+    h: Harness,
+) -> None:
+    dm, root = agent_thread(h)
+    started = h.p.assistant_thread_started(dm, root, ALICE, {"channel_id": GENERAL})
+    assert await h.send(started) == 200
+    await h.settle()
+    prompts = h.slack.prompts[(dm, root)]
+    assert 1 <= len(prompts) <= 4
+    assert [p["message"] for p in prompts] == list(h.bot.settings.slack_suggested_prompts)
+    assert any("viewing" in p["message"] for p in prompts)
+    h.cometapi.script(GPT, Reply("Use the VPN guide."))
+    first = h.slack.user_message(dm, ALICE, "How do I set up the VPN?", thread_ts=root)
+    await h.send(first)
+    await h.settle()
+    assert h.slack.titles[(dm, root)] == "How do I set up the VPN?"
+    h.cometapi.script(GPT, Reply("Sure."))
+    await h.send(h.slack.user_message(dm, ALICE, "and on Linux?", thread_ts=root))
+    await h.settle()
+    assert h.slack.titles[(dm, root)] == "How do I set up the VPN?"  # the first question only
+    assert any("Sure." in m.text for m in h.replies(dm, root))
+    # the session was `processing` while each answer was written, `active` after
+    statuses = [s for c, t, s in h.slack.sessions if (c, t) == (dm, root)]
+    assert statuses == ["processing", "active", "processing", "active"]
+    h.assert_clean()
+
+
+async def test_summarize_this_channel_summarizes_the_viewed_channel_if_the_user_may_read_it(
+    h: Harness,
+) -> None:
+    h.cometapi.set_responder(team_model)
+    h.slack.add_message(GENERAL, "We decided to ship on Tuesday", user=BOB)
+    h.slack.add_message(SECRET, "secret plans for the offsite", user=BOB)
+    dm, root = agent_thread(h)
+    await h.send(h.p.assistant_thread_started(dm, root, ALICE, {"channel_id": GENERAL}))
+    await h.settle()
+    await h.send(h.slack.user_message(dm, ALICE, "Summarize this channel", thread_ts=root))
+    await h.settle()
+    (summary,) = [m for m in h.replies(dm, root) if m.ts != root]
+    assert "#general" in summary.text
+    assert "ship on Tuesday" in json.dumps(h.cometapi.requests_for(FLASH)[-1].json)
+    # Alice moves to #secret, which she is not in: refused, nothing of it is read
+    asked = len(h.cometapi.requests_for(FLASH))
+    moved = h.p.assistant_thread_context_changed(dm, root, ALICE, {"channel_id": SECRET})
+    await h.send(moved)
+    await h.settle()
+    await h.send(h.slack.user_message(dm, ALICE, "summarize this channel please", thread_ts=root))
+    await h.settle()
+    refusal = h.replies(dm, root)[-1]
+    assert "not a member of #secret" in refusal.text
+    assert len(h.cometapi.requests_for(FLASH)) == asked
+    assert not any("offsite" in json.dumps(r.json) for r in h.cometapi.requests)
+    h.assert_clean()
+
+
+async def test_a_stopped_answer_leaves_the_processing_state(h: Harness) -> None:
+    slow = " ".join(f"word{i}" for i in range(30))
+    h.cometapi.script(GPT, Reply(slow, chunks=30, chunk_delay=0.15))
+    mention = h.slack.mention(GENERAL, ALICE, "a long one")
+    root = mention["event"]["ts"]
+    await h.send(mention)
+    for _ in range(200):
+        if any(s == "processing" for _, t, s in h.slack.sessions if t == root):
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    await h.send(h.p.agent_session_stopped(GENERAL, root, ALICE))
+    await h.settle()
+    statuses = [s for c, t, s in h.slack.sessions if (c, t) == (GENERAL, root)]
+    assert statuses == ["processing", "active"]
     h.assert_clean()

@@ -160,6 +160,16 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
     async def on_message(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
         await bot.on_message(event, team(body, context))
 
+    @app.event("assistant_thread_started")
+    async def on_thread_started(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
+        bot.spawn(
+            bot.on_assistant_thread_started(event, team(body, context)), name="slack:agent-thread"
+        )
+
+    @app.event("assistant_thread_context_changed")
+    async def on_context_changed(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
+        await bot.on_assistant_context_changed(event, team(body, context))
+
     @app.event("agent_session_stopped")
     async def on_session_stopped(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
         await bot.on_session_stopped(event, team(body, context))

@@ -102,6 +102,10 @@ class SlackThread:
         self._status_up = False
         #: The answer's id once core offered 👍/👎 for it (its final page carries them).
         self.feedback: str | None = None
+        #: Slack's agent session of the thread: `processing` while the reply is written,
+        #: `active` after (off once the workspace refuses it).
+        self.agent_session = True
+        self._processing = False
         self._native = (
             SlackStream(self, recipient_user=recipient_user, recipient_team=recipient_team)
             if stream
@@ -118,7 +122,19 @@ class SlackThread:
     def with_status(self, wire: str, status: str) -> str:
         return f"{wire}\n\n_{_escape(status)}_" if wire else f"_{_escape(status)}_"
 
+    async def _session(self, status: str) -> None:
+        try:
+            await self.client.agents_sessions_setStatus(
+                channel_id=self.channel, thread_ts=self.thread_ts, status=status
+            )
+        except _Errors as error:
+            log.debug("no agent session status in %s: %s", self.channel, error)
+            self.agent_session = False
+
     async def waiting(self, status: str) -> None:
+        if self.agent_session and not self._processing:
+            self._processing = True
+            await self._session("processing")
         if not self.show_status:
             return
         try:
@@ -171,7 +187,12 @@ class SlackThread:
                 log.info("could not delete an extra message in %s: %s", self.channel, error)
 
     async def close(self) -> None:
-        """Nothing was posted after all (a duplicate, a stop): clear the status."""
+        """The reply is over: the agent session leaves `processing`; nothing was posted
+        after all (a duplicate, a stop): clear the status."""
+        if self._processing:
+            self._processing = False
+            if self.agent_session:
+                await self._session("active")
         if self._status_up and not self.ts:
             self._status_up = False
             try:
