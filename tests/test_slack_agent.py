@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from core import ConversationKey
 from core.feedback import iso_week
 from tests.fakes.cometapi import FakeCometAPI, Reply
-from tests.fakes.slack_api import FakeSlack, ThreadMessage, check_blocks
+from tests.fakes.slack_api import FakeSlack, SlackPayloads, ThreadMessage, check_blocks
 from tests.support import team_model
 from tests.test_slack_harness import (
     ALICE,
@@ -248,4 +249,109 @@ async def test_a_stopped_answer_leaves_the_processing_state(h: Harness) -> None:
     await h.settle()
     statuses = [s for c, t, s in h.slack.sessions if (c, t) == (GENERAL, root)]
     assert statuses == ["processing", "active"]
+    h.assert_clean()
+
+
+# --- per-channel settings and the Home tab --------------------------------------------------------
+
+DAVE = "U0DAVE00001"  # a workspace admin
+
+
+def add_admin(h: Harness) -> None:
+    h.slack.add_user(DAVE, "dave", display_name="Dave", is_admin=True)
+
+
+async def settings_modal(h: Harness, user: str, text: str = "settings") -> dict[str, Any]:
+    opened = len(h.slack.views)
+    await h.command("/teambot", text, user=user, channel=GENERAL)
+    await h.settle()
+    assert len(h.slack.views) == opened + 1
+    return h.slack.views[-1]
+
+
+def filled(instructions: str, *, model: str = "inherit", tools: str = "inherit") -> dict[str, Any]:
+    def option(value: str) -> dict[str, Any]:
+        return {"selected_option": {"value": value, "text": {"type": "plain_text", "text": value}}}
+
+    return {
+        "instructions": {"instructions": {"type": "plain_text_input", "value": instructions}},
+        "answer_mode": {"answer_mode": {"type": "static_select", **option("inherit")}},
+        "model": {"model": {"type": "static_select", **option(model)}},
+        "tools": {"tools": {"type": "static_select", **option(tools)}},
+        "summary_language": {"summary_language": {"type": "plain_text_input", "value": ""}},
+    }
+
+
+async def submit(h: Harness, user: str, view: dict[str, Any], values: dict[str, Any]) -> str:
+    payload = h.p.view_submission(user=user, view=view, values=values)
+    status, body = await h.post(h.slack.signer.form_request(SlackPayloads.shortcut_form(payload)))
+    assert status == 200
+    return body
+
+
+async def test_an_admin_sets_channel_instructions_that_apply_in_that_channel_only(
+    h: Harness,
+) -> None:
+    add_admin(h)
+    modal = await settings_modal(h, DAVE)
+    assert modal.get("submit") and any(b["type"] == "input" for b in modal["blocks"])
+    body = await submit(h, DAVE, modal, filled("Answer like a pirate."))
+    assert "errors" not in body
+    h.cometapi.script(GPT, Reply("Arr."), Reply("Plain."))
+    here = h.slack.mention(GENERAL, ALICE, "hello")
+    await h.send(here)
+    await h.settle()
+    there = h.slack.mention(SECRET, BOB, "hello")
+    await h.send(there)
+    await h.settle()
+    first, second = h.cometapi.requests_for(GPT)[-2:]
+    assert "Answer like a pirate." in first.system_text
+    assert "pirate" not in second.system_text
+    # the answer in #general still carries feedback; the admin's change is in the Home tab
+    await h.send(h.p.app_home_opened(DAVE))
+    await h.settle()
+    home = json.dumps(h.slack.homes[DAVE])
+    assert f"<#{GENERAL}>" in home and GPT in home and "Usage" in home
+    h.assert_clean()
+
+
+async def test_a_member_sees_the_settings_read_only_and_cannot_change_them(h: Harness) -> None:
+    add_admin(h)
+    modal = await settings_modal(h, DAVE)
+    await submit(h, DAVE, modal, filled("Be terse."))
+    # Bob is neither an admin nor the channel's creator
+    shown = await settings_modal(h, BOB)
+    assert "submit" not in shown
+    assert "Be terse." in json.dumps(shown["blocks"])
+    body = await submit(h, BOB, modal, filled("Be verbose."))  # a forged submission
+    assert json.loads(body)["response_action"] == "errors"
+    stored = await h.bot.engine.channels.get(ConversationKey("slack", TEAM, GENERAL, "*"))
+    assert stored.instructions == "Be terse."
+    # the channel's creator (Alice) may; the workspace's settings are for admins only
+    assert (await settings_modal(h, ALICE)).get("submit")
+    assert "submit" not in await settings_modal(h, ALICE, "settings workspace")
+    assert (await settings_modal(h, DAVE, "settings workspace")).get("submit")
+    h.assert_clean()
+
+
+async def test_the_home_tab_shows_usage_and_feedback_to_admins_and_help_to_members(
+    h: Harness,
+) -> None:
+    add_admin(h)
+    h.cometapi.script(GPT, Reply("An answer."))
+    mention = h.slack.mention(GENERAL, ALICE, "question")
+    await h.send(mention)
+    await h.settle()
+    (answer,) = h.replies(GENERAL, mention["event"]["ts"])
+    await h.form(press(h, answer, ALICE, positive=True))
+    await h.settle()
+    await h.send(h.p.app_home_opened(DAVE))
+    await h.send(h.p.app_home_opened(BOB))
+    await h.settle()
+    admin = json.dumps(h.slack.homes[DAVE], ensure_ascii=False)
+    member = json.dumps(h.slack.homes[BOB], ensure_ascii=False)
+    assert "Today" in admin and "This week" in admin and f"dialogue · `{GPT}`" in admin
+    assert "👍 1 · 👎 0" in admin
+    assert "What I can do" in member
+    assert "Usage" not in member and GPT not in member
     h.assert_clean()

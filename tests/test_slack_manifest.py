@@ -39,6 +39,7 @@ FOR_EVENTS: dict[str, str | None] = {
     "assistant_thread_started": "assistant:write",
     "assistant_thread_context_changed": "assistant:write",
     "agent_session_stopped": "assistant:write",
+    "app_home_opened": None,
 }
 
 
@@ -82,7 +83,7 @@ def test_every_method_called_is_granted_and_nothing_more_is_asked() -> None:
 def test_commands_shortcut_and_events_match_the_app() -> None:
     features = MANIFEST["features"]
     commands = {c["command"] for c in features["slash_commands"]}
-    assert commands == {"/summarize", "/forget"}
+    assert commands == {"/summarize", "/forget", "/teambot"}
     for command in commands:
         assert f'app.command("{command}")' in SOURCES
     assert next(c for c in features["slash_commands"] if c["command"] == "/summarize")[

@@ -49,6 +49,7 @@ from bots.slack.format import (
     safe_mrkdwn,
 )
 from bots.slack.history import Identity
+from bots.slack.panels import SETTINGS_VIEW
 from core import ConfigError, Engine, Settings, metrics
 
 __all__ = [
@@ -227,6 +228,51 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
             name=f"slack:/summarize:{command['channel_id']}",
             respond=respond,
         )
+
+    @app.command("/teambot")
+    async def on_teambot(
+        ack: Callable[..., Awaitable[None]],
+        command: dict[str, Any],
+        respond: Callable[..., Awaitable[Any]],
+        context: Any,
+    ) -> None:
+        words = str(command.get("text") or "").lower().split()
+        if not words or words[0] != "settings":
+            await ack(
+                text="Usage: `/teambot settings` (this channel) or "
+                "`/teambot settings workspace` (admins).",
+                response_type="ephemeral",
+            )
+            return
+        await ack()
+        bot.spawn(
+            bot.open_settings(
+                team(command, context),
+                str(command["user_id"]),
+                str(command.get("channel_id") or ""),
+                str(command.get("trigger_id") or ""),
+                workspace="workspace" in words[1:],
+            ),
+            name="slack:/teambot-settings",
+            respond=respond,
+        )
+
+    @app.view(SETTINGS_VIEW)
+    async def on_settings_saved(
+        ack: Callable[..., Awaitable[None]], body: dict[str, Any], view: dict[str, Any]
+    ) -> None:
+        user = str((body.get("user") or {}).get("id") or "")
+        errors = await bot.save_settings(user, view)
+        if errors:
+            await ack(response_action="errors", errors=errors)
+        else:
+            await ack()
+
+    @app.event("app_home_opened")
+    async def on_home(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
+        if event.get("tab", "home") != "home" or not event.get("user"):
+            return
+        bot.spawn(bot.publish_home(team(body, context), str(event["user"])), name="slack:home")
 
     @app.command("/forget")
     async def on_forget(
