@@ -157,6 +157,14 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
     slack_answer_bots: bool = False
+    # prompts offered in a new Slack agent thread, separated by "|" (at most 4)
+    slack_suggested_prompts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "Summarize the channel I'm viewing",
+            "Catch me up on what I missed",
+            "I have a question",
+        ]
+    )
 
     # --- Discord ----------------------------------------------------------------------
     discord_bot_token: SecretStr | None = None
@@ -216,6 +224,15 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("slack_suggested_prompts", mode="before")
+    @classmethod
+    def _prompts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split("|") if part.strip()]
+        if isinstance(value, list) and len(value) > 4:
+            raise ValueError("Slack shows at most 4 suggested prompts")
+        return value
 
     @field_validator("discord_guild_ids", "discord_shard_ids", mode="before")
     @classmethod

@@ -25,14 +25,21 @@ NEWER = {
     "chat.stopStream": {"chat:write"},
     "assistant.threads.setStatus": {"chat:write"},  # "accepts assistant:write or chat:write"
     "apps.connections.open": set(),  # the app-level token (connections:write), not the bot's
+    "assistant.threads.setSuggestedPrompts": {"assistant:write"},
+    "assistant.threads.setTitle": {"assistant:write"},
+    "agents.sessions.setStatus": {"assistant:write", "chat:write"},
 }
 # Scopes that events and features need rather than a method.
-FOR_EVENTS = {
+FOR_EVENTS: dict[str, str | None] = {
     "app_mention": "app_mentions:read",
     "message.channels": "channels:history",
     "message.groups": "groups:history",
     "message.im": "im:history",
     "message.mpim": "mpim:history",
+    "assistant_thread_started": "assistant:write",
+    "assistant_thread_context_changed": "assistant:write",
+    "agent_session_stopped": "assistant:write",
+    "app_home_opened": None,
 }
 
 
@@ -65,7 +72,9 @@ def test_every_method_called_is_granted_and_nothing_more_is_asked() -> None:
         assert options & granted, (method, options)
         needed |= options & granted
     needed |= {
-        FOR_EVENTS[event] for event in MANIFEST["settings"]["event_subscriptions"]["bot_events"]
+        scope
+        for event in MANIFEST["settings"]["event_subscriptions"]["bot_events"]
+        if (scope := FOR_EVENTS[event]) is not None
     }
     needed |= {"files:read", "commands"}  # url_private downloads; commands and shortcuts
     assert granted == needed
@@ -74,7 +83,7 @@ def test_every_method_called_is_granted_and_nothing_more_is_asked() -> None:
 def test_commands_shortcut_and_events_match_the_app() -> None:
     features = MANIFEST["features"]
     commands = {c["command"] for c in features["slash_commands"]}
-    assert commands == {"/summarize", "/recap", "/forget"}
+    assert commands == {"/summarize", "/recap", "/forget", "/teambot"}
     for command in commands:
         assert f'app.command("{command}")' in SOURCES
     assert next(c for c in features["slash_commands"] if c["command"] == "/summarize")[
@@ -87,5 +96,9 @@ def test_commands_shortcut_and_events_match_the_app() -> None:
     assert settings["socket_mode_enabled"] is True
     assert settings["interactivity"]["is_enabled"] is True
     assert set(settings["event_subscriptions"]["bot_events"]) == set(FOR_EVENTS)
+    for event in FOR_EVENTS:
+        if "." not in event:
+            assert f'app.event("{event}")' in SOURCES, event
+    assert features["assistant_view"]["assistant_description"]
     assert features["app_home"]["messages_tab_enabled"] is True
     assert len(MANIFEST["display_information"]["long_description"]) >= 175

@@ -41,8 +41,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.health import HealthServer, health_routes
 from bots.slack.bot import SHARE_ACTION, SUMMARIZE_SHORTCUT, SlackBot, parse_window
-from bots.slack.format import APPROVE_ACTION, DENY_ACTION, safe_mrkdwn
+from bots.slack.format import (
+    APPROVE_ACTION,
+    DENY_ACTION,
+    FEEDBACK_ACTION,
+    FEEDBACK_REASON_VIEW,
+    safe_mrkdwn,
+)
 from bots.slack.history import Identity
+from bots.slack.panels import SETTINGS_VIEW
 from core import ConfigError, Engine, Settings, metrics
 
 __all__ = [
@@ -154,6 +161,47 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
     async def on_message(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
         await bot.on_message(event, team(body, context))
 
+    @app.event("assistant_thread_started")
+    async def on_thread_started(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
+        bot.spawn(
+            bot.on_assistant_thread_started(event, team(body, context)), name="slack:agent-thread"
+        )
+
+    @app.event("assistant_thread_context_changed")
+    async def on_context_changed(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
+        await bot.on_assistant_context_changed(event, team(body, context))
+
+    @app.event("agent_session_stopped")
+    async def on_session_stopped(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
+        await bot.on_session_stopped(event, team(body, context))
+
+    @app.action(FEEDBACK_ACTION)
+    async def on_feedback(
+        ack: Callable[..., Awaitable[None]],
+        body: dict[str, Any],
+        action: dict[str, Any],
+        context: Any,
+    ) -> None:
+        await ack()
+        user = str((body.get("user") or {}).get("id") or "")
+        bot.spawn(
+            bot.on_feedback(
+                team(body, context),
+                user,
+                str(action.get("value") or ""),
+                body.get("trigger_id"),
+            ),
+            name="slack:feedback",
+        )
+
+    @app.view(FEEDBACK_REASON_VIEW)
+    async def on_feedback_reason(
+        ack: Callable[..., Awaitable[None]], body: dict[str, Any], view: dict[str, Any]
+    ) -> None:
+        await ack()
+        user = str((body.get("user") or {}).get("id") or "")
+        bot.spawn(bot.on_feedback_reason(user, view), name="slack:feedback-reason")
+
     @app.command("/summarize")
     async def on_summarize(
         ack: Callable[..., Awaitable[None]],
@@ -200,6 +248,51 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
             await respond(text=reply, response_type="ephemeral")
 
         bot.spawn(recap(), name=f"slack:/recap:{command['channel_id']}", respond=respond)
+
+    @app.command("/teambot")
+    async def on_teambot(
+        ack: Callable[..., Awaitable[None]],
+        command: dict[str, Any],
+        respond: Callable[..., Awaitable[Any]],
+        context: Any,
+    ) -> None:
+        words = str(command.get("text") or "").lower().split()
+        if not words or words[0] != "settings":
+            await ack(
+                text="Usage: `/teambot settings` (this channel) or "
+                "`/teambot settings workspace` (admins).",
+                response_type="ephemeral",
+            )
+            return
+        await ack()
+        bot.spawn(
+            bot.open_settings(
+                team(command, context),
+                str(command["user_id"]),
+                str(command.get("channel_id") or ""),
+                str(command.get("trigger_id") or ""),
+                workspace="workspace" in words[1:],
+            ),
+            name="slack:/teambot-settings",
+            respond=respond,
+        )
+
+    @app.view(SETTINGS_VIEW)
+    async def on_settings_saved(
+        ack: Callable[..., Awaitable[None]], body: dict[str, Any], view: dict[str, Any]
+    ) -> None:
+        user = str((body.get("user") or {}).get("id") or "")
+        errors = await bot.save_settings(user, view)
+        if errors:
+            await ack(response_action="errors", errors=errors)
+        else:
+            await ack()
+
+    @app.event("app_home_opened")
+    async def on_home(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
+        if event.get("tab", "home") != "home" or not event.get("user"):
+            return
+        bot.spawn(bot.publish_home(team(body, context), str(event["user"])), name="slack:home")
 
     @app.command("/forget")
     async def on_forget(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import re
@@ -31,13 +32,20 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import SecretStr
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack.format import SHARE_ACTION, safe_mrkdwn, summary_blocks
+from bots.slack.format import (
+    REASON_BLOCK,
+    REASON_INPUT,
+    SHARE_ACTION,
+    feedback_reason_view,
+    safe_mrkdwn,
+    summary_blocks,
+)
 from bots.slack.history import (
     Directory,
     Identity,
@@ -47,11 +55,13 @@ from bots.slack.history import (
     is_own,
 )
 from bots.slack.knowledge import SlackKnowledge
+from bots.slack.panels import home_view, settings_changes, settings_view
 from bots.slack.sink import STREAM_INTERVAL, UPDATE_INTERVAL, slack_pacers, slack_reply
 from core import (
     Author,
     ChatMessage,
     CollectingSink,
+    ConfigError,
     ConversationKey,
     Engine,
     Incoming,
@@ -118,6 +128,9 @@ SUMMARIZE_USAGE = (
     "`/summarize #design 48`. Hours default to 24, at most 168 (a week)."
 )
 
+_SUMMARIZE_VIEWED = re.compile(
+    r"\bsummari[sz]e\b.*\b(this|the|that)\s+channel\b", re.IGNORECASE | re.DOTALL
+)
 _CHANNEL_REF = re.compile(r"^<#([CGD][A-Z0-9]+)(?:\|[^>]*)?>$")
 _AMOUNT = re.compile(r"^(\d+(?:\.\d+)?)(h|hr|hrs|hours?|d|days?)?$", re.IGNORECASE)
 
@@ -268,6 +281,8 @@ class SlackBot:
             return
         if event.get("channel_type") == "im":
             if self._wanted(event, addressed=True):
+                if await self._agent_thread_turn(event, team_id):
+                    return
                 await self._submit(event, team_id, addressed=True)
             return
         if f"<@{self.identity.bot_user_id}" in str(event.get("text") or ""):
@@ -494,6 +509,236 @@ class SlackBot:
             )
             return
         await respond(delete_original=True)
+
+    # --- the agent surface (Slack's assistant / agent threads) ---------------------------
+
+    def _agent_id(self, channel: str, thread_ts: str) -> str:
+        return f"{channel}:{thread_ts}"
+
+    async def on_assistant_thread_started(self, event: Mapping[str, Any], team_id: str) -> None:
+        """A new agent thread: remember it (and the channel the user is viewing), offer the
+        suggested prompts."""
+        thread = event.get("assistant_thread")
+        if not isinstance(thread, Mapping):
+            return
+        channel = str(thread.get("channel_id") or "")
+        thread_ts = str(thread.get("thread_ts") or "")
+        if not channel or not thread_ts:
+            return
+        await self._remember_context(channel, thread_ts, thread.get("context"))
+        prompts = [
+            {"title": text[:75], "message": text}
+            for text in self.settings.slack_suggested_prompts[:4]
+        ]
+        if not prompts:
+            return
+        try:
+            await self.client.assistant_threads_setSuggestedPrompts(
+                channel_id=channel, thread_ts=thread_ts, prompts=prompts
+            )
+        except SlackApiError as error:
+            log.info("no suggested prompts in %s: %s", channel, error.response.get("error"))
+
+    async def on_assistant_context_changed(self, event: Mapping[str, Any], team_id: str) -> None:
+        """The user moved to another channel with the agent thread open."""
+        thread = event.get("assistant_thread")
+        if isinstance(thread, Mapping) and thread.get("channel_id") and thread.get("thread_ts"):
+            await self._remember_context(
+                str(thread["channel_id"]), str(thread["thread_ts"]), thread.get("context")
+            )
+
+    async def _remember_context(self, channel: str, thread_ts: str, context: object) -> None:
+        viewing = ""
+        if isinstance(context, Mapping):
+            viewing = str(context.get("channel_id") or "")
+        await self.engine.cache_set(
+            "slack-agent-thread", self._agent_id(channel, thread_ts), viewing, 30 * 86_400
+        )
+
+    async def _agent_thread_turn(self, event: Mapping[str, Any], team_id: str) -> bool:
+        """A message in an agent thread: the first one names the thread; "summarize this
+        channel" summarizes the channel being viewed (True: handled here)."""
+        channel, ts = str(event["channel"]), str(event["ts"])
+        root = str(event.get("thread_ts") or "")
+        if not root or root == ts:
+            return False
+        viewing = await self.engine.cache_get("slack-agent-thread", self._agent_id(channel, root))
+        if viewing is None:
+            return False  # not an agent thread
+        text = str(event.get("text") or "").strip()
+        if await self.engine.once("slack-agent-title", self._agent_id(channel, root)):
+            title = " ".join(text.split())[:60] or "New chat"
+            self.engine.spawn(self._set_title(channel, root, title), name="slack:agent-title")
+        if not _SUMMARIZE_VIEWED.search(text):
+            return False
+        user = str(event.get("user") or "")
+        if not viewing:
+            await self._say_in(
+                channel, root, "Open the channel you want summarized, then ask me again."
+            )
+            return True
+
+        async def respond(text: str = "", blocks: Any = None, **_: Any) -> None:
+            await self._say_in(channel, root, text, blocks)
+
+        self.spawn(
+            self.summarize_channel(team_id, user, channel, Window(viewing, DEFAULT_HOURS), respond),
+            name=f"slack:agent-summary:{viewing}",
+            respond=respond,
+        )
+        return True
+
+    async def _set_title(self, channel: str, thread_ts: str, title: str) -> None:
+        try:
+            await self.client.assistant_threads_setTitle(
+                channel_id=channel, thread_ts=thread_ts, title=title
+            )
+        except SlackApiError as error:
+            log.info("no thread title in %s: %s", channel, error.response.get("error"))
+
+    async def _say_in(self, channel: str, thread_ts: str, text: str, blocks: Any = None) -> None:
+        args: dict[str, Any] = {"blocks": blocks} if blocks else {}
+        await self.client.chat_postMessage(
+            channel=channel,
+            thread_ts=thread_ts,
+            text=text or "…",
+            unfurl_links=False,
+            unfurl_media=False,
+            **args,
+        )
+
+    # --- settings and the Home tab -----------------------------------------------------
+
+    async def may_change(self, user_id: str, channel: str, *, workspace: bool) -> bool:
+        """Workspace admins and owners; for a channel's settings also its creator."""
+        if await self.reader.is_admin(user_id):
+            return True
+        if workspace or not channel:
+            return False
+        try:
+            info = await self.client.conversations_info(channel=channel)
+        except SlackApiError:
+            return False
+        return bool((info.get("channel") or {}).get("creator") == user_id)
+
+    async def open_settings(
+        self, team_id: str, user_id: str, channel: str, trigger_id: str, *, workspace: bool
+    ) -> None:
+        """`/teambot settings [workspace]`: the modal, editable for those who may change the
+        settings, read-only for everyone else."""
+        key = ConversationKey("slack", team_id, channel or "*", "*")
+        scope = ConversationKey("slack", team_id, "*", "*") if workspace else key
+        channels = self.engine.channels
+        editable = await self.may_change(user_id, channel, workspace=workspace)
+        view = settings_view(
+            where="this workspace" if workspace else f"<#{channel}>",
+            stored=await channels.get(scope),
+            effective=await channels.effective(key),
+            models=channels.models,
+            editable=editable,
+            metadata={"scope": str(scope), "channel": channel},
+            above="the environment" if workspace else "the workspace",
+        )
+        await self.client.views_open(trigger_id=trigger_id, view=view)
+
+    async def save_settings(self, user_id: str, view: Mapping[str, Any]) -> dict[str, str] | None:
+        """The settings modal was sent: checked again (who may), then stored. Returns the
+        errors to show in the modal, or None."""
+        try:
+            meta = json.loads(str(view.get("private_metadata") or "{}"))
+            scope = ConversationKey.parse(str(meta["scope"]))
+        except (ValueError, KeyError, TypeError):
+            return {"instructions": "This form is out of date. Run /teambot settings again."}
+        workspace = scope.channel == "*"
+        if scope.platform != "slack" or not await self.may_change(
+            user_id, scope.channel, workspace=workspace
+        ):
+            return {"instructions": "Only workspace admins and the channel's creator can."}
+        values = (view.get("state") or {}).get("values") or {}
+        try:
+            await self.engine.channels.update(scope, settings_changes(values), by=user_id)
+        except ConfigError as error:
+            return {"instructions": str(error)}
+        return None
+
+    async def publish_home(self, team_id: str, user_id: str) -> None:
+        """The Home tab: usage, feedback and customized channels for admins; what the bot
+        does for everyone."""
+        tenant = ConversationKey("slack", team_id, "-", "-").tenant
+        help_text = HELP.format(name=self.identity.name)
+        if not await self.reader.is_admin(user_id):
+            view = home_view(admin=False, help_text=help_text)
+        else:
+            report = await self.engine.usage(tenant)
+            today = dt.datetime.now(dt.UTC)
+            week: dict[tuple[str, str], list[float]] = {}
+            for back in range(today.weekday() + 1):
+                day = (today - dt.timedelta(days=back)).strftime("%Y-%m-%d")
+                for row in await self.engine.ledger.usage(tenant, day):
+                    totals = week.setdefault((row.route, row.model), [0.0, 0.0, 0.0])
+                    totals[0] += row.input_tokens
+                    totals[1] += row.output_tokens
+                    totals[2] += row.cost_usd
+            customized = [
+                "the whole workspace" if key.channel == "*" else f"<#{key.channel}>"
+                for key in await self.engine.channels.customized(tenant)
+            ]
+            view = home_view(
+                admin=True,
+                help_text=help_text,
+                today=report.rows,
+                week=week,
+                budget=report.budget,
+                feedback=await self.engine.feedback.week(tenant),
+                customized=customized,
+            )
+        await self.client.views_publish(user_id=user_id, view=view)
+
+    # --- feedback and Stop --------------------------------------------------------------
+
+    async def on_feedback(
+        self, team_id: str, user_id: str, value: str, trigger_id: str | None
+    ) -> None:
+        """👍/👎 under an answer: the vote counts at once; 👎 then asks for an optional
+        reason in a modal (which replaces the vote with the same rating and the reason)."""
+        rating, _, answer_id = value.partition(":")
+        if rating not in ("up", "down") or not answer_id or not user_id:
+            return
+        tenant = ConversationKey("slack", team_id, "-", "-").tenant
+        if rating == "down" and trigger_id:
+            # A trigger is good for 3 s: the modal first, the vote right after.
+            try:
+                await self.client.views_open(
+                    trigger_id=trigger_id, view=feedback_reason_view(answer_id, tenant)
+                )
+            except SlackApiError as error:
+                log.info("could not ask for a reason: %s", error.response.get("error"))
+        vote: Literal["up", "down"] = "up" if rating == "up" else "down"
+        known = await self.engine.feedback.vote(tenant, answer_id, user_id, vote)
+        if not known:
+            log.info("a vote on an answer no longer kept (%s)", answer_id)
+
+    async def on_feedback_reason(self, user_id: str, view: Mapping[str, Any]) -> None:
+        """The 👎 modal was sent: keep the reason with the vote."""
+        try:
+            meta = json.loads(str(view.get("private_metadata") or "{}"))
+            answer_id, tenant = str(meta["answer"]), str(meta["tenant"])
+        except (ValueError, KeyError, TypeError):
+            return
+        values = (view.get("state") or {}).get("values") or {}
+        reason = str(((values.get(REASON_BLOCK) or {}).get(REASON_INPUT) or {}).get("value") or "")
+        await self.engine.feedback.vote(tenant, answer_id, user_id, "down", reason)
+
+    async def on_session_stopped(self, event: Mapping[str, Any], team_id: str) -> None:
+        """Slack's Stop button on an agent session (`agent_session_stopped`): the answer
+        being written in that thread stops, on whichever replica writes it."""
+        channel = str(event.get("channel") or "")
+        thread_ts = str(event.get("thread_ts") or "")
+        if not channel or not thread_ts:
+            return
+        key = ConversationKey("slack", team_id, channel, thread_ts)
+        if not await self.intake.stop(key):
+            log.info("stop pressed in %s: nothing was being written", key)
 
     # --- forgetting -------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ In (Slack → model): `mention_ids` and `to_plain` turn Slack's markup (`<@U…>
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -220,3 +221,73 @@ def approval_blocks(
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": said}]})
         text = said
     return text, blocks
+
+
+# --- feedback ------------------------------------------------------------------------------
+
+FEEDBACK_ACTION = "teambot_feedback"
+FEEDBACK_REASON_VIEW = "teambot_feedback_reason"
+REASON_BLOCK = "reason"
+REASON_INPUT = "reason_input"
+_WIRE_SECTION_MAX = 3000  # Slack: a section's text is at most 3,000 characters
+
+
+def feedback_block(answer_id: str) -> dict[str, Any]:
+    """👍/👎 under an answer: a `context_actions` block with `feedback_buttons`
+    (docs.slack.dev, Block Kit reference). Each value carries the rating and the answer."""
+    return {
+        "type": "context_actions",
+        "block_id": f"feedback:{answer_id}",
+        "elements": [
+            {
+                "type": "feedback_buttons",
+                "action_id": FEEDBACK_ACTION,
+                "positive_button": {
+                    "text": {"type": "plain_text", "text": "👍"},
+                    "accessibility_label": "Good answer",
+                    "value": f"up:{answer_id}",
+                },
+                "negative_button": {
+                    "text": {"type": "plain_text", "text": "👎"},
+                    "accessibility_label": "Not helpful",
+                    "value": f"down:{answer_id}",
+                },
+            }
+        ],
+    }
+
+
+def answer_blocks(wire: str, answer_id: str) -> list[dict[str, Any]]:
+    """A posted answer page (already mrkdwn) with 👍/👎 under it: with `blocks`, Slack
+    shows the blocks and keeps `text` as the notification fallback."""
+    sections = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": wire[i : i + _WIRE_SECTION_MAX]}}
+        for i in range(0, len(wire), _WIRE_SECTION_MAX)
+    ]
+    return [*sections, feedback_block(answer_id)]
+
+
+def feedback_reason_view(answer_id: str, tenant: str) -> dict[str, Any]:
+    """The modal a 👎 opens: an optional one-line reason."""
+    return {
+        "type": "modal",
+        "callback_id": FEEDBACK_REASON_VIEW,
+        "private_metadata": json.dumps({"answer": answer_id, "tenant": tenant}),
+        "title": {"type": "plain_text", "text": "What went wrong?"},
+        "submit": {"type": "plain_text", "text": "Send"},
+        "close": {"type": "plain_text", "text": "Skip"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": REASON_BLOCK,
+                "optional": True,
+                "label": {"type": "plain_text", "text": "Reason (optional, one line)"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": REASON_INPUT,
+                    "multiline": False,
+                    "max_length": 300,
+                },
+            }
+        ],
+    }

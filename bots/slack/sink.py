@@ -22,12 +22,13 @@ import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack.format import approval_blocks, to_mrkdwn
+from bots.slack.format import answer_blocks, approval_blocks, feedback_block, to_mrkdwn
 from core import ApprovalCard, PagedReply, Rate, RateReport, WritePacer
 
 __all__ = [
     "MESSAGE_LIMIT",
     "SlackDeliveryError",
+    "SlackReply",
     "SlackStream",
     "SlackThread",
     "slack_pacers",
@@ -99,6 +100,12 @@ class SlackThread:
         self.ts: list[str] = []  # the page messages, in order
         self.show_status = show_status
         self._status_up = False
+        #: The answer's id once core offered 👍/👎 for it (its final page carries them).
+        self.feedback: str | None = None
+        #: Slack's agent session of the thread: `processing` while the reply is written,
+        #: `active` after (off once the workspace refuses it).
+        self.agent_session = True
+        self._processing = False
         self._native = (
             SlackStream(self, recipient_user=recipient_user, recipient_team=recipient_team)
             if stream
@@ -115,7 +122,19 @@ class SlackThread:
     def with_status(self, wire: str, status: str) -> str:
         return f"{wire}\n\n_{_escape(status)}_" if wire else f"_{_escape(status)}_"
 
+    async def _session(self, status: str) -> None:
+        try:
+            await self.client.agents_sessions_setStatus(
+                channel_id=self.channel, thread_ts=self.thread_ts, status=status
+            )
+        except _Errors as error:
+            log.debug("no agent session status in %s: %s", self.channel, error)
+            self.agent_session = False
+
     async def waiting(self, status: str) -> None:
+        if self.agent_session and not self._processing:
+            self._processing = True
+            await self._session("processing")
         if not self.show_status:
             return
         try:
@@ -133,8 +152,13 @@ class SlackThread:
 
     async def show(self, index: int, wire: str, *, final: bool, last: bool) -> RateReport | None:
         try:
+            extra: dict[str, Any] = {}
+            if final and last and self.feedback:
+                extra["blocks"] = answer_blocks(wire, self.feedback)
             if index < len(self.ts):
-                await self.client.chat_update(channel=self.channel, ts=self.ts[index], text=wire)
+                await self.client.chat_update(
+                    channel=self.channel, ts=self.ts[index], text=wire, **extra
+                )
                 return None
             response = await self.client.chat_postMessage(
                 channel=self.channel,
@@ -142,6 +166,7 @@ class SlackThread:
                 text=wire,
                 unfurl_links=False,
                 unfurl_media=False,
+                **extra,
             )
         except _Errors as error:
             report = _report(error)
@@ -162,7 +187,12 @@ class SlackThread:
                 log.info("could not delete an extra message in %s: %s", self.channel, error)
 
     async def close(self) -> None:
-        """Nothing was posted after all (a duplicate, a stop): clear the status."""
+        """The reply is over: the agent session leaves `processing`; nothing was posted
+        after all (a duplicate, a stop): clear the status."""
+        if self._processing:
+            self._processing = False
+            if self.agent_session:
+                await self._session("active")
         if self._status_up and not self.ts:
             self._status_up = False
             try:
@@ -243,12 +273,13 @@ class SlackStream:
         self._close_task(chunks)
         if markdown:
             chunks.append({"type": "markdown_text", "text": markdown})
+        extra: dict[str, Any] = {}
         if chunks:
-            await self.thread.client.chat_stopStream(
-                channel=self.thread.channel, ts=self.ts, chunks=chunks
-            )
-        else:
-            await self.thread.client.chat_stopStream(channel=self.thread.channel, ts=self.ts)
+            extra["chunks"] = chunks
+        if final and self.thread.feedback:
+            # "rendered at the bottom of the finalized message" (chat.stopStream)
+            extra["blocks"] = [feedback_block(self.thread.feedback)]
+        await self.thread.client.chat_stopStream(channel=self.thread.channel, ts=self.ts, **extra)
 
 
 class SlackApprovals:
@@ -277,6 +308,16 @@ class SlackApprovals:
         )
 
 
+class SlackReply(PagedReply):
+    """A reply in a Slack thread whose final answer carries 👍/👎."""
+
+    surface: SlackThread
+
+    def offer_feedback(self, answer_id: str) -> None:
+        """Core's offer (before `finish`): the final page or stream end carries the buttons."""
+        self.surface.feedback = answer_id
+
+
 def slack_reply(
     client: AsyncWebClient,
     pacers: tuple[WritePacer, WritePacer],
@@ -287,7 +328,7 @@ def slack_reply(
     team: str | None = None,
     stream: bool = True,
     resolve: Any = None,
-) -> PagedReply:
+) -> SlackReply:
     """A reply in a thread: streamed natively when it can be, pinging nobody but `user`."""
     surface = SlackThread(
         client,
@@ -298,7 +339,7 @@ def slack_reply(
         stream=stream,
     )
     updates, appends = pacers
-    reply = PagedReply(
+    reply = SlackReply(
         surface,
         updates,
         allowed_users=[user] if user else [],

@@ -72,6 +72,9 @@ JSONDict = dict[str, Any]
 # Limits Slack enforces, each with where it is documented.
 MAX_TEXT_CHARS = 40_000  # chat.postMessage "text": messages over 40,000 characters -> msg_too_long
 MAX_BLOCKS = 50  # Block Kit: "You can include up to 50 blocks in each message"
+MAX_VIEW_BLOCKS = 100  # "up to 100 blocks" in a modal or Home tab
+MAX_SUGGESTED_PROMPTS = 4  # assistant.threads.setSuggestedPrompts: "maximum of 4"
+AGENT_SESSION_STATUSES = frozenset({"active", "processing", "idle", "completed", "error"})
 MAX_MARKDOWN_TEXT_CHARS = 12_000  # chat.*Stream / postMessage markdown_text: "Limit ... 12,000"
 MAX_LOADING_MESSAGES = 10  # assistant.threads.setStatus loading_messages: "Maximum of 10 messages"
 MAX_HISTORY_LIMIT = 999  # conversations.history limit: "Maximum of 999"
@@ -115,6 +118,10 @@ _JSON_METHODS = frozenset(
         "chat.appendStream",
         "chat.stopStream",
         "assistant.threads.setStatus",
+        "assistant.threads.setSuggestedPrompts",
+        "agents.sessions.setStatus",
+        "views.open",
+        "views.publish",
         "reactions.add",
     }
 )
@@ -411,6 +418,70 @@ def rich_text_blocks(text: str, block_id: str) -> list[JSONDict]:
             "elements": [{"type": "rich_text_section", "elements": elements}],
         }
     ]
+
+
+# --------------------------------------------------------------------------- Block Kit
+
+
+def _bad_block(i: int, why: str) -> _ApiError:
+    return _ApiError("invalid_blocks", messages=[f"[ERROR] {why} [json-pointer:/blocks/{i}]"])
+
+
+def _plain(value: object, limit: int) -> bool:
+    return (
+        isinstance(value, dict)
+        and value.get("type") == "plain_text"
+        and isinstance(value.get("text"), str)
+        and 0 < len(value["text"]) <= limit
+    )
+
+
+def check_blocks(blocks: Sequence[Any], *, surface: str = "message") -> None:
+    """The Block Kit rules of docs.slack.dev's block reference for the blocks teambot sends,
+    and slack_sdk's models (their JSON validators) for every block: ``invalid_blocks`` else.
+
+    ``context_actions`` (messages only): 1-5 elements, each ``feedback_buttons`` (an
+    ``action_id``, ``positive_button`` and ``negative_button``, each a plain_text ``text`` of at
+    most 75 characters and a ``value`` of at most 2,000) or ``icon_button``."""
+    from slack_sdk.errors import SlackObjectFormationError
+    from slack_sdk.models.blocks import Block
+
+    for i, block in enumerate(blocks):
+        kind = block.get("type")
+        if kind == "section":
+            text = block.get("text")
+            if isinstance(text, dict) and len(str(text.get("text") or "")) > 3000:
+                raise _bad_block(i, "section text longer than 3000 characters")
+        if kind == "context_actions":
+            if surface != "message":
+                raise _bad_block(i, "context_actions is only for messages")
+            elements = block.get("elements")
+            if not isinstance(elements, list) or not 0 < len(elements) <= 5:
+                raise _bad_block(i, "context_actions needs 1 to 5 elements")
+            for element in elements:
+                if not isinstance(element, dict):
+                    raise _bad_block(i, "an element must be an object")
+                if element.get("type") == "feedback_buttons":
+                    if not element.get("action_id"):
+                        raise _bad_block(i, "feedback_buttons needs an action_id")
+                    for side in ("positive_button", "negative_button"):
+                        button = element.get(side)
+                        if not (
+                            isinstance(button, dict)
+                            and _plain(button.get("text"), 75)
+                            and isinstance(button.get("value"), str)
+                            and 0 < len(button["value"]) <= 2000
+                        ):
+                            raise _bad_block(i, f"feedback_buttons.{side} is malformed")
+                elif element.get("type") != "icon_button":
+                    raise _bad_block(i, f"{element.get('type')} is not allowed in context_actions")
+        try:
+            model = Block.parse(block)
+            if model is None or type(model) is Block:
+                raise _bad_block(i, f"unknown block type {kind!r}")
+            model.validate_json()
+        except SlackObjectFormationError as error:
+            raise _bad_block(i, str(error)) from None
 
 
 # --------------------------------------------------------------------------- spec validation
@@ -862,6 +933,113 @@ class SlackPayloads:
         }
         return self.event_callback(event, event_id=event_id)
 
+    def agent_session_stopped(
+        self, channel: str, thread_ts: str, user: str, streaming: Sequence[str] = ()
+    ) -> JSONDict:
+        """The user pressed Stop on an agent session (docs.slack.dev, agent_session_stopped)."""
+        return self.event_callback(
+            {
+                "type": "agent_session_stopped",
+                "channel": channel,
+                "thread_ts": thread_ts,
+                "user": user,
+                "streaming_message_ts": list(streaming),
+                "event_ts": self.new_ts(),
+            }
+        )
+
+    def assistant_thread_started(
+        self, channel: str, thread_ts: str, user: str, context: JSONDict | None = None
+    ) -> JSONDict:
+        """A user opened a new thread in the agent container."""
+        return self.event_callback(
+            {
+                "type": "assistant_thread_started",
+                "assistant_thread": {
+                    "user_id": user,
+                    "context": dict(context or {}),
+                    "channel_id": channel,
+                    "thread_ts": thread_ts,
+                },
+                "event_ts": self.new_ts(),
+            }
+        )
+
+    def assistant_thread_context_changed(
+        self, channel: str, thread_ts: str, user: str, context: JSONDict
+    ) -> JSONDict:
+        """The user moved to another channel while the agent thread is open."""
+        return self.event_callback(
+            {
+                "type": "assistant_thread_context_changed",
+                "assistant_thread": {
+                    "user_id": user,
+                    "context": dict(context),
+                    "channel_id": channel,
+                    "thread_ts": thread_ts,
+                },
+                "event_ts": self.new_ts(),
+            }
+        )
+
+    def app_home_opened(self, user: str) -> JSONDict:
+        return self.event_callback(
+            {
+                "type": "app_home_opened",
+                "user": user,
+                "channel": "D0HOME00001",
+                "tab": "home",
+                "event_ts": self.new_ts(),
+            }
+        )
+
+    def block_action(
+        self,
+        *,
+        user: str,
+        channel: str,
+        message_ts: str,
+        action: JSONDict,
+        response_url: str | None = None,
+    ) -> JSONDict:
+        """A ``block_actions`` payload: ``user`` used ``action`` on a message's block."""
+        return {
+            "type": "block_actions",
+            "token": self.verification_token,
+            "api_app_id": self.api_app_id,
+            "team": {"id": self.team_id, "domain": self.team_domain},
+            "user": {
+                "id": user,
+                "username": user.lower(),
+                "name": user.lower(),
+                "team_id": self.team_id,
+            },
+            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel},
+            "channel": {"id": channel, "name": self._channel_names.get(channel, channel)},
+            "message": {"ts": message_ts, "type": "message"},
+            "trigger_id": self.trigger_id(),
+            "response_url": response_url or self.response_url(channel, user),
+            "actions": [{**action, "action_ts": self.new_ts()}],
+        }
+
+    def view_submission(self, *, user: str, view: JSONDict, values: JSONDict) -> JSONDict:
+        """A ``view_submission`` payload: ``user`` sent the modal ``view`` (as opened) with
+        ``values`` (block_id → action_id → element state)."""
+        return {
+            "type": "view_submission",
+            "token": self.verification_token,
+            "api_app_id": self.api_app_id,
+            "team": {"id": self.team_id, "domain": self.team_domain},
+            "user": {
+                "id": user,
+                "username": user.lower(),
+                "name": user.lower(),
+                "team_id": self.team_id,
+            },
+            "trigger_id": self.trigger_id(),
+            "view": {**view, "state": {"values": values}, "team_id": self.team_id},
+        }
+
     def url_verification(self, challenge: str | None = None) -> JSONDict:
         """The handshake Slack sends when the Events request URL is saved."""
         return {
@@ -1107,6 +1285,14 @@ class FakeSlack:
         self.calls: list[Call] = []
         self.responses: list[ResponseUrlPost] = []
         self.statuses: list[StatusUpdate] = []
+        #: Modals opened (views.open), Home tabs published (user → view), agent thread
+        #: prompts and titles ((channel, thread) → value), agent session statuses in order.
+        self.views: list[JSONDict] = []
+        self.homes: dict[str, JSONDict] = {}
+        self.prompts: dict[tuple[str, str], list[JSONDict]] = {}
+        self.titles: dict[tuple[str, str], str] = {}
+        self.sessions: list[tuple[str, str, str]] = []
+        self._triggers_used: set[str] = set()
         self.file_downloads: list[FileDownload] = []
 
         self._runner: web.AppRunner | None = None
@@ -1122,6 +1308,11 @@ class FakeSlack:
             "chat.appendStream": self._chat_append_stream,
             "chat.stopStream": self._chat_stop_stream,
             "assistant.threads.setStatus": self._assistant_set_status,
+            "assistant.threads.setSuggestedPrompts": self._assistant_set_prompts,
+            "assistant.threads.setTitle": self._assistant_set_title,
+            "agents.sessions.setStatus": self._agents_set_status,
+            "views.open": self._views_open,
+            "views.publish": self._views_publish,
             "conversations.replies": self._conversations_replies,
             "conversations.history": self._conversations_history,
             "conversations.info": self._conversations_info,
@@ -1941,6 +2132,7 @@ class FakeSlack:
                     "invalid_blocks",
                     messages=[f"[ERROR] missing required field: type [json-pointer:/blocks/{i}]"],
                 )
+        check_blocks(blocks)
         for i, attachment in enumerate(attachments):
             if not isinstance(attachment, dict):
                 raise _ApiError("invalid_attachments")
@@ -2173,6 +2365,8 @@ class FakeSlack:
         blocks = _json_arg(args.get("blocks"), "invalid_blocks_format")
         if blocks is not None and (not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS):
             raise _ApiError("invalid_blocks")
+        if blocks:
+            check_blocks(blocks)
         metadata = _json_arg(args.get("metadata"), "invalid_metadata_format")
         msg.text += text
         msg.chunks.extend(chunks)
@@ -2212,6 +2406,92 @@ class FakeSlack:
             StatusUpdate(channel.id, root, status, [str(x) for x in loading], time.monotonic())
         )
         return {}
+
+    # ---- agent surface and views (docs.slack.dev method pages; views.* also in the spec)
+
+    def _agent_thread(self, args: JSONDict) -> tuple[str, str]:
+        channel = self._resolve_channel(args.get("channel_id"))
+        thread_ts = str(args.get("thread_ts") or "")
+        root = self._thread_root(channel.id, thread_ts) if thread_ts else None
+        if root is None:
+            raise _ApiError("invalid_thread_ts")
+        return channel.id, root
+
+    async def _assistant_set_prompts(self, args: JSONDict) -> JSONDict:
+        where = self._agent_thread(args)
+        prompts = _json_arg(args.get("prompts"), "invalid_arguments")
+        if not isinstance(prompts, list) or not prompts or len(prompts) > MAX_SUGGESTED_PROMPTS:
+            raise _ApiError(
+                "invalid_arguments",
+                messages=[f"[ERROR] 1 to {MAX_SUGGESTED_PROMPTS} prompts [json-pointer:/prompts]"],
+            )
+        for i, prompt in enumerate(prompts):
+            if not (
+                isinstance(prompt, dict)
+                and isinstance(prompt.get("title"), str)
+                and isinstance(prompt.get("message"), str)
+                and prompt["title"]
+                and prompt["message"]
+            ):
+                raise _ApiError(
+                    "invalid_arguments",
+                    messages=[f"[ERROR] title and message required [json-pointer:/prompts/{i}]"],
+                )
+        self.prompts[where] = [dict(p) for p in prompts]
+        return {}
+
+    async def _assistant_set_title(self, args: JSONDict) -> JSONDict:
+        where = self._agent_thread(args)
+        title = str(args.get("title") or "")
+        if not title:
+            raise _ApiError("invalid_arguments", messages=["[ERROR] missing required field: title"])
+        self.titles[where] = title
+        return {}
+
+    async def _agents_set_status(self, args: JSONDict) -> JSONDict:
+        channel = self._resolve_channel(args.get("channel_id"))
+        status = str(args.get("status") or "")
+        if status not in AGENT_SESSION_STATUSES:
+            raise _ApiError("invalid_arguments", messages=[f"[ERROR] bad status {status!r}"])
+        self.sessions.append((channel.id, str(args.get("thread_ts") or ""), status))
+        return {}
+
+    def _checked_view(self, args: JSONDict, kinds: set[str]) -> JSONDict:
+        view = _json_arg(args.get("view"), "invalid_arguments")
+        if not isinstance(view, dict) or view.get("type") not in kinds:
+            raise _ApiError("invalid_arguments", messages=["[ERROR] view.type"])
+        title = view.get("title")
+        if view["type"] == "modal" and not (
+            isinstance(title, dict) and title.get("type") == "plain_text" and title.get("text")
+        ):
+            raise _ApiError("invalid_arguments", messages=["[ERROR] view.title is required"])
+        blocks = view.get("blocks")
+        if not isinstance(blocks, list) or len(blocks) > MAX_VIEW_BLOCKS:
+            raise _ApiError("invalid_arguments", messages=["[ERROR] view.blocks"])
+        check_blocks(blocks, surface="view")
+        if len(str(view.get("private_metadata") or "")) > 3000:
+            raise _ApiError("invalid_arguments", messages=["[ERROR] private_metadata too long"])
+        return view
+
+    async def _views_open(self, args: JSONDict) -> JSONDict:
+        trigger = str(args.get("trigger_id") or "")
+        if not re.fullmatch(r"\d+\.\d+\.[0-9a-f]+", trigger):
+            raise _ApiError("invalid_trigger_id")
+        if trigger in self._triggers_used:
+            raise _ApiError("expired_trigger_id")
+        view = self._checked_view(args, {"modal"})
+        self._triggers_used.add(trigger)
+        opened = {**copy.deepcopy(view), "id": f"V{self._rng.randrange(10**9, 10**10)}"}
+        self.views.append(opened)
+        return {"view": opened}
+
+    async def _views_publish(self, args: JSONDict) -> JSONDict:
+        user = str(args.get("user_id") or "")
+        if user not in self._users:
+            raise _ApiError("user_not_found")
+        view = self._checked_view(args, {"home"})
+        self.homes[user] = copy.deepcopy(view)
+        return {"view": {**view, "id": f"V{self._rng.randrange(10**9, 10**10)}"}}
 
     # ---- reading
 
