@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from core import metrics
 from core.approval_flow import ApprovalMixin, Asking
 from core.attachments import UserMessage, fold_documents, user_message
+from core.budget import Budget, Hold, worst_case
 from core.channel_settings import Effective, SettingsStore
 from core.failures import (
     LOST_TURN,
@@ -99,6 +100,15 @@ class _Turn:
     tools: list[str] = field(default_factory=list)  # tools called, in order
 
 
+@dataclass
+class _Attempted:
+    """One attempt of a model call: its target, its budget hold, what it produced."""
+
+    target: Target
+    hold: Hold
+    output: list[str] = field(default_factory=list)
+
+
 class Engine(SummaryMixin, ApprovalMixin):
     def __init__(
         self,
@@ -114,6 +124,7 @@ class Engine(SummaryMixin, ApprovalMixin):
         self.memory = History(store, settings)
         self.line = Line(store, settings)
         self.ledger = Ledger(store, settings)
+        self.budget = Budget(store, settings)
         self.approvals = Approvals(store, self.line, settings)
         self.feedback = Feedback(store, settings)
         self.channels = SettingsStore(store, settings)
@@ -532,63 +543,103 @@ class Engine(SummaryMixin, ApprovalMixin):
         shown: str = "",
         turn: _Turn | None = None,
     ) -> tuple[str, list[ToolCall], str]:
-        """One model call along a route, streamed into `sink`, with budget check and usage
-        accounting. Returns (text, tool calls, finish reason)."""
-        await self._check_budget(tenant, route, request)
+        """One model call along a route, streamed into `sink`. Each attempt first reserves
+        its worst case against the workspace's daily budget (BudgetExceeded when none is
+        left) and settles it with what it really used when it ends, failed and cut attempts
+        included. Returns (text, tool calls, finish reason)."""
+        ledger_route = route.partition("@")[0]
+        estimate = request_tokens(request)
         text: list[str] = []
         calls: list[ToolCall] = []
         usage: Usage | None = None
         finish = "stop"
-        target: Target | None = None
-        async with contextlib.aclosing(self.router.stream(route, request)) as events:
-            async for event in events:
-                if isinstance(event, Attempt):
-                    target = event.target
-                    if turn is not None:
-                        turn.model = target.model
-                    if event.restart:
-                        text.clear()
-                        calls.clear()
+        attempt: _Attempted | None = None
+        try:
+            async with contextlib.aclosing(self.router.stream(route, request)) as events:
+                async for event in events:
+                    if isinstance(event, Attempt):
+                        if attempt is not None:  # the previous attempt failed
+                            await self._settle(attempt, ledger_route, estimate, None)
+                            attempt = None
+                        hold = await self.budget.reserve(
+                            tenant, worst_case(event.target, request, estimate)
+                        )
+                        attempt = _Attempted(event.target, hold)
+                        usage = None
+                        if turn is not None:
+                            turn.model = event.target.model
+                        if event.restart:
+                            text.clear()
+                            calls.clear()
+                            if sink is not None:
+                                await sink.reset()
+                                if shown:
+                                    await sink.append(shown)
+                    elif isinstance(event, TextDelta):
+                        text.append(event.text)
+                        if attempt is not None:
+                            attempt.output.append(event.text)
                         if sink is not None:
-                            await sink.reset()
-                            if shown:
-                                await sink.append(shown)
-                elif isinstance(event, TextDelta):
-                    text.append(event.text)
-                    if sink is not None:
-                        await sink.append(event.text)
-                elif isinstance(event, ToolCallEvent):
-                    calls.append(event.call)
-                elif isinstance(event, Usage):
-                    usage = event
-                elif isinstance(event, Finish):
-                    finish = event.reason
-        assert target is not None
-        joined = "".join(text)
+                            await sink.append(event.text)
+                    elif isinstance(event, ToolCallEvent):
+                        calls.append(event.call)
+                        if attempt is not None:
+                            attempt.output.append(event.call.name + str(event.call.arguments))
+                    elif isinstance(event, Usage):
+                        usage = event
+                    elif isinstance(event, Finish):
+                        finish = event.reason
+        except BaseException:
+            if attempt is not None:  # failed, cut or cancelled: bill what it used
+                await self._settle(attempt, ledger_route, estimate, usage)
+            raise
+        assert attempt is not None
         if usage is None:
-            usage = Usage(request_tokens(request), estimate_text(joined))
-        await self._record(tenant, route.partition("@")[0], target, usage)
-        return joined, calls, finish
+            usage = Usage(estimate, estimate_text("".join(attempt.output)))
+        await self._settle(attempt, ledger_route, estimate, usage)
+        return "".join(text), calls, finish
 
-    async def _check_budget(self, tenant: str, route: str, request: ModelRequest) -> None:
-        budget = self.settings.daily_budget_usd
-        if budget is None:
-            return
-        spent = await self.ledger.spent_today(tenant)
-        first = self.router.routes[route][0]
-        if spent + first.cost(request_tokens(request), 0) > budget:
-            raise BudgetExceeded(spent, budget)
+    async def _settle(
+        self, attempt: _Attempted, route: str, estimate: int, usage: Usage | None
+    ) -> None:
+        """Record an attempt's tokens and replace its budget hold with its real cost. An
+        attempt that ended without usage is billed by estimate if the model produced
+        anything, and not at all if it failed before that (the hold is released)."""
+        if usage is None and attempt.output:
+            usage = Usage(estimate, estimate_text("".join(attempt.output)))
+        cost = 0.0
+        try:
+            if usage is not None:
+                cost = await self._record(attempt.hold.tenant, route, attempt.target, usage)
+        finally:
+            try:
+                await self.budget.settle(attempt.hold, cost)
+            except RedisError as error:  # the hold lapses on its own
+                log.warning("could not settle a budget reservation: %s", error)
 
-    async def _record(self, tenant: str, route: str, target: Target, usage: Usage) -> None:
-        cost = target.cost(usage.input_tokens, usage.output_tokens)
-        record = UsageRecord(route, target.model, usage.input_tokens, usage.output_tokens, cost)
+    async def _record(self, tenant: str, route: str, target: Target, usage: Usage) -> float:
+        """Record one call's usage; returns its cost in USD."""
+        cost = target.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
+        record = UsageRecord(
+            route,
+            target.model,
+            usage.input_tokens,
+            usage.output_tokens,
+            cost,
+            usage.cached_input_tokens,
+        )
         metrics.TOKENS.labels(route, target.model, "input").inc(usage.input_tokens)
         metrics.TOKENS.labels(route, target.model, "output").inc(usage.output_tokens)
+        if usage.cached_input_tokens:
+            metrics.TOKENS.labels(route, target.model, "cached_input").inc(
+                usage.cached_input_tokens
+            )
         metrics.COST_USD.labels(route, target.model).inc(cost)
         try:
             await self.ledger.record_usage(tenant, record)
         except RedisError as error:
             log.warning("could not record usage: %s", error)
+        return cost
 
     # --- history budget ------------------------------------------------------------------
 

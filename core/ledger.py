@@ -3,7 +3,8 @@ actions and a small cache.
 
 Keys (none belongs to a conversation, so each is a single-key operation on a cluster):
 
-    P:u:T:DAY      hash    usage of tenant T on a UTC day
+    P:u:T:DAY      hash    usage of tenant T on a UTC day (calls of every attempt, failed
+                           ones included; cached input tokens apart)
     P:cd:NS:ID     string  cooldown of ID in namespace NS
     P:once:NS:ID   string  an action done once (e.g. sharing a summary)
     P:c:NS:ID      string  small caches (display names, ...)
@@ -28,6 +29,7 @@ class UsageRecord:
     input_tokens: int
     output_tokens: int
     cost_usd: float
+    cached_input_tokens: int = 0  # of input_tokens, billed at the cached price
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +53,18 @@ class UsageReport:
             sum(r.cost_usd for r in rows),
         )
 
+    def cached_by_route(self, route: str) -> int:
+        """Input tokens of `route` served from the provider's prompt cache."""
+        return sum(r.cached_input_tokens for r in self.rows if r.route == route)
+
     def render(self) -> str:
         lines = [f"**Usage today ({self.day}, UTC)**"]
         for route in ("dialogue", "summary"):
             tokens_in, tokens_out, cost = self.by_route(route)
+            cached = self.cached_by_route(route)
             lines.append(
-                f"- {route.capitalize()}: {tokens_in:,} in / {tokens_out:,} out tokens, ${cost:.4f}"
+                f"- {route.capitalize()}: {tokens_in:,} in / {tokens_out:,} out tokens "
+                f"({cached:,} in cached), ${cost:.4f}"
             )
         total = f"- Total: ${self.total_cost:.4f}"
         if self.budget is not None:
@@ -91,6 +99,7 @@ class Ledger:
         pipe = self.store.redis.pipeline(transaction=True)
         pipe.hincrby(key, f"{field}|in", record.input_tokens)
         pipe.hincrby(key, f"{field}|out", record.output_tokens)
+        pipe.hincrby(key, f"{field}|cached", record.cached_input_tokens)
         pipe.hincrby(key, f"{field}|calls", 1)
         pipe.hincrby(key, f"{field}|micro_usd", round(record.cost_usd * 1_000_000))
         pipe.expire(key, 40 * 24 * 3600)
@@ -109,6 +118,7 @@ class Ledger:
                 values.get("in", 0),
                 values.get("out", 0),
                 values.get("micro_usd", 0) / 1_000_000,
+                values.get("cached", 0),
             )
             for (route, model), values in sorted(rows.items())
         ]

@@ -82,7 +82,8 @@ MODEL_CALLS = Counter(
 )
 TOKENS = Counter(
     "teambot_tokens",
-    "Tokens used, by route, model and direction (input, output)",
+    "Tokens used, by route, model and direction (input, output, cached_input: input "
+    "served from the prompt cache)",
     ["route", "model", "direction"],
     registry=REGISTRY,
 )

@@ -252,9 +252,17 @@ def build_routes(settings: Settings) -> dict[str, list[Target]]:
     def target(protocol: str, model: str) -> Target:
         info = known_model(protocol, model)
         if model == settings.summary_model:
-            prices = (settings.summary_price_input, settings.summary_price_output)
+            prices = (
+                settings.summary_price_input,
+                settings.summary_price_output,
+                settings.summary_price_cached_input,
+            )
         else:
-            prices = (settings.dialogue_price_input, settings.dialogue_price_output)
+            prices = (
+                settings.dialogue_price_input,
+                settings.dialogue_price_output,
+                settings.dialogue_price_cached_input,
+            )
         assert protocol in ("openai", "gemini")
         return Target(
             protocol,  # type: ignore[arg-type]

@@ -87,8 +87,11 @@ class Settings(BaseSettings):
     # prices in USD per million tokens, by model role
     dialogue_price_input: float = Field(default=1.75, ge=0)
     dialogue_price_output: float = Field(default=14.00, ge=0)
+    # input tokens served from the provider's prompt cache; None: a tenth of the input price
+    dialogue_price_cached_input: float | None = Field(default=None, ge=0)
     summary_price_input: float = Field(default=0.25, ge=0)
     summary_price_output: float = Field(default=1.50, ge=0)
+    summary_price_cached_input: float | None = Field(default=None, ge=0)
     daily_budget_usd: float | None = Field(default=None, gt=0)
 
     # timeouts (seconds) and retries

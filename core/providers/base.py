@@ -51,13 +51,24 @@ class Target:
     modalities: frozenset[Modality]
     price_input: float = 0.0  # USD per million tokens
     price_output: float = 0.0
+    price_cached_input: float | None = None  # None: a tenth of price_input
 
     @property
     def name(self) -> str:
         return f"{self.protocol}:{self.model}"
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        return (input_tokens * self.price_input + output_tokens * self.price_output) / 1_000_000
+    def cost(self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0) -> float:
+        """USD for a call; `cached_input_tokens` (part of `input_tokens`) were served from
+        the provider's prompt cache and bill at the cached price."""
+        cached = min(max(cached_input_tokens, 0), input_tokens)
+        cached_price = (
+            self.price_input / 10 if self.price_cached_input is None else self.price_cached_input
+        )
+        return (
+            (input_tokens - cached) * self.price_input
+            + cached * cached_price
+            + output_tokens * self.price_output
+        ) / 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +113,7 @@ class ToolCallEvent:
 class Usage:
     input_tokens: int
     output_tokens: int
+    cached_input_tokens: int = 0  # of input_tokens, served from the provider's prompt cache
 
 
 @dataclass(frozen=True, slots=True)

@@ -260,7 +260,11 @@ class GeminiProvider(Provider):
             output = int(usage.get("candidatesTokenCount") or 0) + int(
                 usage.get("thoughtsTokenCount") or 0
             )
-            yield Usage(int(usage.get("promptTokenCount") or 0), output)
+            yield Usage(
+                int(usage.get("promptTokenCount") or 0),
+                output,
+                int(usage.get("cachedContentTokenCount") or 0),
+            )
         if calls:
             yield Finish("tool_calls")
         elif finish == "MAX_TOKENS":

@@ -183,8 +183,11 @@ class OpenAIChatProvider(Provider):
                     finish = choice["finish_reason"]
             if chunk.get("usage"):
                 raw = chunk["usage"]
+                details = raw.get("prompt_tokens_details") or {}
                 usage = Usage(
-                    int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0)
+                    int(raw.get("prompt_tokens") or 0),
+                    int(raw.get("completion_tokens") or 0),
+                    int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
                 )
         if not done and finish is None:
             raise ProviderError(

@@ -436,6 +436,8 @@ class Usage:
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    #: Input tokens served from the prompt cache (None = what the prefix cache found).
+    cached_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -948,8 +950,14 @@ class FakeCometAPI:
         *,
         models: Iterable[ModelSpec] = DEFAULT_MODELS,
         validate_responses: bool = False,
+        prefix_cache: bool = False,
     ) -> None:
         self.api_key = api_key
+        #: Report cached input tokens as a provider's prompt cache would: the tokens of the
+        #: longest run of leading messages (after the tools and system prompt) that an
+        #: earlier request to the same model began with.
+        self.prefix_cache = prefix_cache
+        self._prefixes: set[str] = set()
         self.models: dict[str, ModelSpec] = {m.id: m for m in models}
         #: Validate everything the fake emits (spec / genai types); a failure answers 500.
         self.validate_responses = validate_responses
@@ -2126,6 +2134,37 @@ class FakeCometAPI:
             thoughts = 0
         return prompt, completion, thoughts
 
+    def _cached_tokens(
+        self, rec: RecordedRequest, reply: Reply, spec: ModelSpec, prompt: int
+    ) -> int:
+        """Input tokens a prompt cache serves: `Usage.cached_tokens` when the reply sets
+        it, else (with `prefix_cache`) the longest prefix seen before, else 0."""
+        if reply.usage is not None and reply.usage.cached_tokens is not None:
+            return min(reply.usage.cached_tokens, prompt)
+        if not self.prefix_cache or not isinstance(rec.json, dict):
+            return 0
+        body = rec.json
+        if rec.protocol == "openai":
+            head: Any = body.get("tools")
+            items = list(body.get("messages") or [])
+        else:
+            head = [_field(body, "tools"), _field(body, "systemInstruction")]
+            items = list(_field(body, "contents") or [])
+        running = hashlib.sha256(f"{spec.id}\0{json.dumps(head, sort_keys=True)}".encode())
+        digests: list[str] = []
+        for item in items:
+            running.update(json.dumps(item, sort_keys=True).encode() + b"\0")
+            digests.append(running.copy().hexdigest())
+        seen = max((n + 1 for n, d in enumerate(digests) if d in self._prefixes), default=0)
+        self._prefixes.update(digests)
+        if seen == 0:
+            return 0
+        if rec.protocol == "openai":
+            cached = self._openai_prompt_tokens({**body, "messages": items[:seen]}, spec)
+        else:
+            cached = self._gemini_prompt_tokens({**body, "contents": items[:seen]}, spec)
+        return min(cached, prompt)
+
     # OpenAI ----------------------------------------------------------------------------------
 
     def _openai_frames(
@@ -2133,11 +2172,12 @@ class FakeCometAPI:
     ) -> tuple[list[bytes], str, bytes]:
         text, calls, finish = self._shape(rec, reply)
         prompt, completion, thoughts = self._usage_numbers(rec, reply, spec, text, calls)
+        cached = self._cached_tokens(rec, reply, spec, prompt)
         usage = {
             "prompt_tokens": prompt,
             "completion_tokens": completion + thoughts,
             "total_tokens": prompt + completion + thoughts,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
             "completion_tokens_details": {
                 "reasoning_tokens": thoughts,
                 "audio_tokens": 0,
@@ -2276,6 +2316,7 @@ class FakeCometAPI:
             else _TO_GEMINI_FINISH.get(finish_openai, "STOP")
         )
         prompt, completion, thoughts = self._usage_numbers(rec, reply, spec, text, calls)
+        cached = self._cached_tokens(rec, reply, spec, prompt)
         response_id = (
             base64.urlsafe_b64encode(bytes.fromhex(self._token("resp", 32))).decode().rstrip("=")
         )
@@ -2284,6 +2325,8 @@ class FakeCometAPI:
 
         def usage(candidates: int) -> dict[str, Any]:
             meta: dict[str, Any] = {"promptTokenCount": prompt}
+            if cached:
+                meta["cachedContentTokenCount"] = cached
             if candidates:
                 meta["candidatesTokenCount"] = candidates
             meta["totalTokenCount"] = prompt + candidates + thoughts
