@@ -64,6 +64,7 @@ from core.tokens import estimate_text, split_for_budget
 from core.tools import BUILTIN_TOOLS, ToolContext, ToolRegistry
 from core.tools.approval import Approvals, PausedTurn
 from core.tools.approval import Outcome as Decided
+from core.tools.bounds import ToolBounds
 from core.types import ChatMessage, ConversationKey, Incoming, ToolCall
 
 if TYPE_CHECKING:
@@ -497,6 +498,11 @@ class Engine(SummaryMixin, ApprovalMixin):
             if effective.model != self.settings.dialogue_model:
                 route = f"dialogue@{effective.model}"
         rounds = self.settings.max_tool_rounds
+        bounds = ToolBounds.resumed(
+            turn.messages,
+            self.settings.tool_max_calls_per_round,
+            self.settings.tool_max_calls_per_turn,
+        )
         for round_number in range(min(start, rounds), rounds + 1):
             last = round_number == rounds
             request = ModelRequest(
@@ -519,16 +525,17 @@ class Engine(SummaryMixin, ApprovalMixin):
             turn.tools.extend(call.name for call in calls)
             names = ", ".join(dict.fromkeys(call.name for call in calls))
             await sink.status(f"Using {names}…")
-            allowed = [c for c in calls if effective is None or effective.tool_allowed(c.name)]
+            planned = bounds.plan(calls)
+            allowed = [
+                c for c in planned.run if effective is None or effective.tool_allowed(c.name)
+            ]
             ran = {
-                m.tool_call_id: m
+                m.tool_call_id or "": m
                 for m in await self._run_calls(
                     allowed, context, sink, turn.messages, turn.shown, round_number, asking
                 )
             }
-            turn.messages.extend(
-                ran.get(call.id) or ChatMessage.tool_result(call, SWITCHED_OFF) for call in calls
-            )
+            turn.messages.extend(bounds.results_of(calls, planned, ran, SWITCHED_OFF))
             if turn.shown and not turn.shown.endswith("\n"):
                 turn.shown += "\n\n"
                 await sink.append("\n\n")

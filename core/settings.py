@@ -122,6 +122,8 @@ class Settings(BaseSettings):
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     tool_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_tool_rounds: int = Field(default=4, ge=0, le=20)
+    tool_max_calls_per_round: int = Field(default=8, ge=1, le=128)
+    tool_max_calls_per_turn: int = Field(default=16, ge=1, le=512)
     tool_timeout_seconds: float = Field(default=20.0, gt=0)
     tool_result_max_chars: int = Field(default=12_000, ge=200)
     approval_timeout_seconds: float = Field(default=600.0, ge=1, le=86_400)
