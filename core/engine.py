@@ -128,6 +128,7 @@ class Engine(SummaryMixin, ApprovalMixin):
         self.budget = Budget(store, settings)
         self.approvals = Approvals(store, self.line, settings)
         self.feedback = Feedback(store, settings)
+        self._settling: set[asyncio.Task[None]] = set()
         self.channels = SettingsStore(store, settings)
         self.router = router
         self.tools = tools
@@ -186,6 +187,8 @@ class Engine(SummaryMixin, ApprovalMixin):
             await self._knowledge.stop()
         if self.mcp is not None:
             await self.mcp.stop()
+        if self._settling:  # usage of cancelled calls still being recorded
+            await asyncio.wait(set(self._settling), timeout=2.0)
         if self._http is not None:
             await self._http.aclose()
         await self.line.close()
@@ -598,13 +601,29 @@ class Engine(SummaryMixin, ApprovalMixin):
                         finish = event.reason
         except BaseException:
             if attempt is not None:  # failed, cut or cancelled: bill what it used
-                await self._settle(attempt, ledger_route, estimate, usage)
+                # In the background: a cancelled answer (Stop, a lost lease while Redis
+                # stalls) must end now, not after Redis answers.
+                self._settle_soon(attempt, ledger_route, estimate, usage)
             raise
         assert attempt is not None
         if usage is None:
             usage = Usage(estimate, estimate_text("".join(attempt.output)))
         await self._settle(attempt, ledger_route, estimate, usage)
         return "".join(text), calls, finish
+
+    def _settle_soon(
+        self, attempt: _Attempted, route: str, estimate: int, usage: Usage | None
+    ) -> None:
+        async def settle() -> None:
+            try:
+                async with asyncio.timeout(min(self.settings.total_timeout, 30.0)):
+                    await self._settle(attempt, route, estimate, usage)
+            except (TimeoutError, RedisError) as error:  # the hold lapses on its own
+                log.warning("could not settle a budget reservation: %r", error)
+
+        task = asyncio.get_running_loop().create_task(settle(), name="teambot-settle")
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
 
     async def _settle(
         self, attempt: _Attempted, route: str, estimate: int, usage: Usage | None
