@@ -35,6 +35,7 @@ Status = Literal["ok", "warn", "FAIL", "skip"]
 #: The bot scopes teambot uses (deploy/slack/manifest.yaml asks for exactly these).
 SLACK_SCOPES: tuple[str, ...] = (
     "app_mentions:read",
+    "assistant:write",
     "channels:history",
     "channels:read",
     "chat:write",

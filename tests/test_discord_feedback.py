@@ -74,7 +74,7 @@ async def test_every_answer_carries_feedback_buttons_and_votes_count_once(h: Har
     await h.settle()
     assert done.ephemeral and (done.original_content or "").startswith("Thanks")
     assert await h.engine.feedback.week(tenant) == {("dialogue", GPT): [0, 1]}
-    stored = await h.engine.store.redis.hgetall(h.engine.store.keys.plain("fb", tenant, answer_id))
+    stored = await h.engine.store.redis.hgetall(h.engine.store.keys.of("fb", tenant, answer_id))
     assert stored[f"v:{h.bob.id}"] == "down|It missed the point"
     assert stored["model"] == GPT and stored["platform"] == "discord"
 
@@ -109,7 +109,7 @@ async def test_an_unknown_answer_is_refused_politely(h: Harness) -> None:
     message = await answer(h, "hello")
     (up, _down) = buttons(message)
     await h.engine.store.redis.delete(
-        h.engine.store.keys.plain("fb", tenant_key(h.guild.id), up["custom_id"].rsplit(":", 1)[1])
+        h.engine.store.keys.of("fb", tenant_key(h.guild.id), up["custom_id"].rsplit(":", 1)[1])
     )
     state = await click(h, message, up["custom_id"], h.bob)
     assert state.ephemeral and "too old" in (state.original_content or "")

@@ -179,7 +179,7 @@ async def test_slack_tokens_and_scopes(
         code, out, _ = await doctor(env, tmp_path)
         assert code == 0, out
         assert _line(out, "ok", "Slack: bot @teambot in workspace 'Teambot Test'")
-        assert _line(out, "ok", "Slack scopes: all 11 granted")
+        assert _line(out, "ok", "Slack scopes: all 12 granted")
         assert _line(out, "ok", "Slack Socket Mode: SLACK_APP_TOKEN opens a connection")
 
         slack.scopes.remove("files:read")

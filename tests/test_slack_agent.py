@@ -105,7 +105,7 @@ async def test_a_streamed_answer_carries_feedback_and_votes_count_once(h: Harnes
     await h.settle()
     assert await counts(h) == {("dialogue", GPT): [0, 2]}
     stored = await h.bot.engine.store.redis.hgetall(
-        h.bot.engine.store.keys.plain(
+        h.bot.engine.store.keys.of(
             "fb", TENANT, feedback_of(answer)["positive_button"]["value"][3:]
         )
     )

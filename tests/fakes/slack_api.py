@@ -89,6 +89,7 @@ DEFAULT_SPECS_DIR = Path(__file__).resolve().parents[1] / "specs"
 #: The bot scopes of deploy/slack/manifest.yaml: what an installed teambot is granted.
 BOT_SCOPES: tuple[str, ...] = (
     "app_mentions:read",
+    "assistant:write",
     "channels:history",
     "channels:read",
     "chat:write",
