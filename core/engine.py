@@ -351,7 +351,8 @@ class Engine(SummaryMixin, ApprovalMixin):
         is cancelled at once, the text shown so far ends with "(stopped)" and is kept in
         memory marked as stopped, and the next message goes."""
         work = asyncio.ensure_future(self._answer(incoming, sink, ticket, resume, turn))
-        stop = asyncio.ensure_future(self.line.stop_requested(ticket))
+        ended = asyncio.Event()
+        stop = asyncio.ensure_future(self.line.stop_requested(ticket, ended))
         try:
             await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
@@ -360,6 +361,7 @@ class Engine(SummaryMixin, ApprovalMixin):
                 await work
             raise
         finally:
+            ended.set()
             stop.cancel()
         if work.done():
             return work.result()

@@ -225,6 +225,7 @@ class Line:
         self._stop = redis.register_script(_STOP)
         self._wakeups: dict[str, asyncio.Event] = {}
         self._listener: asyncio.Task[None] | None = None
+        self._closing = False
 
     # --- names ---------------------------------------------------------------------------
 
@@ -477,20 +478,23 @@ class Line:
         self._wake(line)
         return bool(member)
 
-    async def stop_requested(self, ticket: Ticket) -> None:
-        """Returns once someone asked this ticket's answer to stop (any process): woken
-        by the line's wake-ups, checked at least twice a second."""
+    async def stop_requested(self, ticket: Ticket, until: asyncio.Event) -> bool:
+        """True once someone asked this ticket's answer to stop (any process): woken by
+        the line's wake-ups, checked at least twice a second. False once `until` is set
+        (the answer ended): the loop ends by itself, so a cancellation that the Redis
+        client turned into a timeout of its own cannot keep it alive."""
         stop = f"{ticket.line}:stop"
-        while True:
+        while not until.is_set():
             event = self.wake_event(ticket.key)
             try:
                 if await self.store.redis.get(stop) == ticket.member:
-                    return
+                    return True
             except (*TRANSIENT, RedisError) as error:
                 log.debug("could not check for a stop of %s: %s", ticket.key, error)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.5):
                     await event.wait()
+        return False
 
     # --- following ---------------------------------------------------------------------
 
@@ -566,19 +570,23 @@ class Line:
 
     def _listen(self) -> None:
         if self._listener is None or self._listener.done():
+            self._closing = False
             self._listener = asyncio.create_task(self._wake_listener(), name="teambot-wakeups")
 
     async def _wake_listener(self) -> None:
-        """Turns "turn released" messages from any process into local wake-ups."""
+        """Turns "turn released" messages from any process into local wake-ups. Reads with
+        a timeout and checks `_closing` between reads, so it ends on close even where a
+        client library swallows the cancellation."""
         pattern = self.keys.match("q", "*") + ":wake"
         backoff = 0.1
-        while True:
+        while not self._closing:
             pubsub = self.store.pubsub()
             try:
                 await pubsub.psubscribe(pattern)
                 backoff = 0.1
-                async for message in pubsub.listen():
-                    channel = str(message.get("channel", ""))
+                while not self._closing:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    channel = str((message or {}).get("channel", ""))
                     if channel.endswith(":wake"):
                         self._wake(channel[: -len(":wake")])
             except (*TRANSIENT, RedisError) as error:
@@ -590,6 +598,7 @@ class Line:
                     await pubsub.aclose()
 
     async def close(self) -> None:
+        self._closing = True
         if self._listener is not None:
             self._listener.cancel()
             # Bounded: the in-process store's pub/sub does not always end on cancel.
