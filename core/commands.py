@@ -30,9 +30,14 @@ _FILLER = frozenset(
 )
 
 
+def raw_command(text: str) -> Command | None:
+    """The command in a raw platform message (mentions and all: "@teambot summarize")."""
+    return parse_command(re.sub(r"<[^>]*>", " ", text))
+
+
 def is_stop(text: str) -> bool:
-    """Is a raw platform message (mentions and all) a request to stop ("@teambot stop")?"""
-    return parse_command(re.sub(r"<[^>]*>", " ", text)) is Command.STOP
+    """Is a raw platform message a request to stop ("@teambot stop")?"""
+    return raw_command(text) is Command.STOP
 
 
 def parse_command(text: str) -> Command | None:

@@ -54,6 +54,7 @@ from core.providers.base import (
     Usage,
 )
 from core.queue import Admission, LeaseLost, Line, Ticket
+from core.ratelimit import UserRateLimit
 from core.router import Attempt, Router, request_tokens
 from core.settings import Settings
 from core.sink import ReplySink, TimedSink
@@ -125,6 +126,9 @@ class Engine(SummaryMixin, ApprovalMixin):
         self.memory = History(store, settings)
         self.line = Line(store, settings)
         self.ledger = Ledger(store, settings)
+        self.rate_limit = UserRateLimit(store, settings.user_rate_limit)
+        # Summaries and other slow commands: their own pool, apart from replies.
+        self.slow_slots = asyncio.Semaphore(settings.summary_concurrency)
         self.budget = Budget(store, settings)
         self.approvals = Approvals(store, self.line, settings)
         self.feedback = Feedback(store, settings)

@@ -27,12 +27,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from redis.exceptions import RedisError
 
 from core import metrics
-from core.commands import Command, is_stop, parse_command
+from core.commands import Command, is_stop, parse_command, raw_command
 from core.engine import Engine, Outcome
 from core.failures import MEMORY_DOWN, oops
 from core.logs import bind
 from core.memory import MessageRef
 from core.queue import Admission, LeaseLost, Ticket
+from core.ratelimit import limited_note
 from core.sink import ReplySink, show_summary
 from core.tools.approval import (
     APPROVED,
@@ -104,6 +105,10 @@ class Intake:
         admitted = await self._admit(incoming, open_sink)
         if isinstance(admitted, Admission):
             return admitted
+        if await self._limited(incoming, open_sink):
+            await self.line.leave(admitted)
+            await self.line.done(admitted, handled=True)  # a redelivery stays unanswered
+            return Admission.LIMITED
         task = self.engine.spawn(
             self._process(incoming, admitted, open_sink),
             name=f"{incoming.key.platform}:{incoming.event_id}",
@@ -137,6 +142,37 @@ class Intake:
             return
         sink = await open_sink(incoming)
         await sink.finish(NOTHING_TO_STOP)
+
+    async def command_limit(self, platform: str, workspace: str, user: str) -> str | None:
+        """A model-calling command (`/summarize`, `/recap` …) counts against the same
+        USER_RATE_LIMIT as messages. None: go ahead; otherwise the note to show the user
+        privately (a command is always answered, so it is shown each time)."""
+        verdict = await self.engine.rate_limit.check(platform, workspace, user)
+        if verdict.allowed:
+            return None
+        metrics.ERRORS.labels("rate_limited").inc()
+        return limited_note(verdict)
+
+    async def _limited(self, incoming: Incoming, open_sink: OpenSink) -> bool:
+        """Over USER_RATE_LIMIT: not answered; the author is told once per window, in
+        private where the platform can, and nobody else is affected."""
+        key = incoming.key
+        verdict = await self.engine.rate_limit.check(
+            key.platform, key.workspace, incoming.author.id
+        )
+        if verdict.allowed:
+            return False
+        log.info(
+            "%s is over the rate limit; %s not answered", incoming.author.id, incoming.event_id
+        )
+        metrics.ERRORS.labels("rate_limited").inc()
+        if verdict.tell:
+            note = limited_note(verdict)
+            if incoming.notify is not None:
+                self.engine.spawn(_notify(incoming, note, open_sink), name="rate-limited")
+            else:
+                self.engine.spawn(_tell(open_sink, incoming, note), name="rate-limited")
+        return True
 
     @staticmethod
     async def _safely(check: Awaitable[bool]) -> bool:
@@ -194,7 +230,7 @@ class Intake:
                 await self.line.wait(ticket)
             except LeaseLost:
                 return Outcome.DUPLICATE  # another process has taken the event over
-            async with self._slots:
+            async with self._pool(incoming):
                 # The sink opens only now: a platform that shows anything at once (a
                 # message) shows answers in the order the questions were asked.
                 try:
@@ -206,6 +242,13 @@ class Intake:
         finally:
             await self.line.leave(ticket)
             await self.line.done(ticket, handled=False)  # no-op once handled
+
+    def _pool(self, incoming: Incoming) -> asyncio.Semaphore:
+        """A summary asked in a message runs in core's slow pool, so it never holds a
+        slot an answer is waiting for."""
+        if incoming.addressed and raw_command(incoming.text) is Command.SUMMARIZE:
+            return self.engine.slow_slots
+        return self._slots
 
     async def _turn(self, incoming: Incoming, ticket: Ticket, sink: ReplySink) -> Outcome:
         try:
@@ -372,3 +415,13 @@ async def _tell(open_sink: OpenSink, incoming: Incoming, message: str) -> None:
         log.exception("could not open a reply to say: %s", message)
         return
     await _fail(sink, message)
+
+
+async def _notify(incoming: Incoming, message: str, open_sink: OpenSink) -> None:
+    """Tell the author in private; when that fails, in a reply."""
+    assert incoming.notify is not None
+    try:
+        await incoming.notify(message)
+    except Exception as error:
+        log.warning("could not tell %s in private: %s", incoming.author.id, error)
+        await _tell(open_sink, incoming, message)

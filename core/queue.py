@@ -166,6 +166,7 @@ class Admission(StrEnum):
     IGNORED = "ignored"  # neither addressed to the bot nor in a conversation it follows
     FAILED = "failed"  # the memory store did not answer (the asker is told)
     REFUSED = "refused"  # shutting down: not acknowledged work, a redelivery is answered
+    LIMITED = "limited"  # the author is over USER_RATE_LIMIT (told once per window)
 
 
 class LeaseLost(Exception):

@@ -179,6 +179,12 @@ class Settings(BaseSettings):
     discord_shard_count: int | None = Field(default=None, ge=1)
     discord_shard_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     discord_command_cooldown: float = Field(default=5.0, ge=0)
+    # messages and model-calling commands answered per person and workspace, across
+    # processes ("20/minute", "5/10 seconds", "off"); the console is exempt
+    user_rate_limit: str = "20/minute"
+    # summaries, recaps and other slow commands run at most this many at once per process,
+    # apart from replies, so they never hold up an answer
+    summary_concurrency: int = Field(default=4, ge=1, le=100)
     discord_message_content: bool = True
     discord_edit_interval: float = Field(default=1.0, ge=0.05, le=30)
     discord_summary_max_messages: int = Field(default=2000, ge=10, le=20_000)
@@ -229,6 +235,14 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("user_rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from core.ratelimit import parse_rate  # ratelimit needs the store, which needs us
+
+        parse_rate(value)  # a ValueError names USER_RATE_LIMIT in the start-up error
+        return value
 
     @field_validator("slack_suggested_prompts", mode="before")
     @classmethod

@@ -128,6 +128,8 @@ class Incoming:
     #: Where the adapter answers (serializable): a turn paused for approval may be
     #: finished by another process, which opens its reply from this.
     reply_to: Mapping[str, str] = field(default_factory=dict, compare=False)
+    #: Tells the author something only they see (Slack ephemeral); None: a reply.
+    notify: Callable[[str], Awaitable[None]] | None = field(default=None, compare=False, repr=False)
 
     @property
     def place(self) -> int:

@@ -94,7 +94,10 @@ def test_commands_are_whole_messages(text: str, command: str | None) -> None:
         ("2 days", Window(None, 48.0)),
         ("<#C0GENERAL01|general>", Window("C0GENERAL01", 24.0)),
         ("<#C0GENERAL01|general> 12 hours", Window("C0GENERAL01", 12.0)),
-        ("0.5 <#G0PRIVATE01>", Window("G0PRIVATE01", 0.5)),
+        # whole hours, rounded up, so near-identical windows share one cached summary
+        ("0.5 <#G0PRIVATE01>", Window("G0PRIVATE01", 1.0)),
+        ("23.9", Window(None, 24.0)),
+        ("1.2 days", Window(None, 29.0)),
     ],
 )
 def test_summarize_arguments(text: str, window: Window) -> None:

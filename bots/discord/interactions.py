@@ -120,6 +120,15 @@ class Interactions:
         except Exception as error:  # do not hold the interaction for the cache
             log.warning("cooldown check failed: %s", error)
             wait = 0.0
+        if wait <= 0 and name != "ask":  # /ask is counted where every message is
+            note = await self.intake.command_limit(
+                "discord", str(interaction.guild_id or "dm"), str(interaction.user.id)
+            )
+            if note is not None:
+                await interaction.response.send_message(
+                    note, ephemeral=True, allowed_mentions=NO_MENTIONS
+                )
+                return False
         if wait > 0:
             left = max(1, math.ceil(wait))
             await interaction.response.send_message(
@@ -363,9 +372,10 @@ class Interactions:
             scope_key = ConversationKey(
                 "discord", str(interaction.guild_id), str(target.id), f"summary:{hours or 'all'}"
             )
-            summary = await self.engine.summarize(
-                scope_key, entries, sink, heading=heading, show=False
-            )
+            async with self.engine.slow_slots:  # apart from answers
+                summary = await self.engine.summarize(
+                    scope_key, entries, sink, heading=heading, show=False
+                )
             if summary is not None:
                 text = summary_markdown(summary)
                 try:  # kept for the Share button under it

@@ -214,6 +214,12 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
         except ValueError as error:
             await ack(text=safe_mrkdwn(str(error)), response_type="ephemeral")
             return
+        note = await bot.intake.command_limit(
+            "slack", team(command, context), str(command.get("user_id") or "")
+        )
+        if note is not None:
+            await ack(text=safe_mrkdwn(note), response_type="ephemeral")
+            return
         where = f"<#{window.channel}>" if window.channel else "this conversation"
         await ack(text=safe_mrkdwn(f"Reading {where} ({window.label})…"), response_type="ephemeral")
         bot.spawn(

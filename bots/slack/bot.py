@@ -22,11 +22,11 @@ The message identity `channel:ts` is the engine's event id, so the `app_mention`
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -172,8 +172,9 @@ def parse_window(text: str) -> Window:
     if hours is None:
         hours = DEFAULT_HOURS
     if not 0 < hours <= MAX_HOURS:
-        raise ValueError(f"I can summarize from a few minutes up to {MAX_HOURS:g} hours back.")
-    return Window(channel, hours)
+        raise ValueError(f"I can summarize from 1 up to {MAX_HOURS:g} hours back.")
+    # Whole hours, rounded up: "23.9" and "24" share one cached summary.
+    return Window(channel, float(max(1, math.ceil(hours - 1e-9))))
 
 
 def slack_position(ts: str) -> int:
@@ -238,7 +239,7 @@ class SlackBot:
         engine.knowledge.attach("slack", history=self.knowledge, recaps=self.knowledge)
         self.intake = Intake(engine, help_text=HELP.format(name=identity.name), reopen=self._reopen)
         # Summaries and commands other than answers run a bounded number at a time.
-        self._slots = asyncio.Semaphore(settings.reply_concurrency)
+        self._slots = engine.slow_slots  # core's pool, apart from replies
         self._token = settings.slack_bot_token or SecretStr("")
 
     @property
@@ -340,6 +341,11 @@ class SlackBot:
             await reply.status("")  # "is thinking…" at once
             return reply
 
+        async def notify(text: str) -> None:
+            await self.client.chat_postEphemeral(
+                channel=channel, user=user, text=safe_mrkdwn(text), thread_ts=root
+            )
+
         incoming = Incoming(
             key=key,
             event_id=f"{channel}:{ts}",
@@ -354,6 +360,7 @@ class SlackBot:
             backfill=earlier if root != ts else None,
             transcript=transcript,
             reply_to={"channel": channel, "thread_ts": root, "user": user, "team": team},
+            notify=notify if user else None,
         )
         token = bind(conversation=str(key), message=f"{channel}:{ts}")
         try:
