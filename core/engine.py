@@ -58,7 +58,7 @@ from core.ratelimit import UserRateLimit
 from core.router import Attempt, Router, request_tokens
 from core.settings import Settings
 from core.sink import ReplySink, TimedSink
-from core.store import Store, connect_store
+from core.store import KeyedLocks, Store, connect_store
 from core.summaries import BrokenSummary, Summarizer
 from core.summary_cache import SummaryMixin
 from core.tokens import estimate_text, split_for_budget
@@ -127,6 +127,7 @@ class Engine(SummaryMixin, ApprovalMixin):
         self.line = Line(store, settings)
         self.ledger = Ledger(store, settings)
         self.rate_limit = UserRateLimit(store, settings.user_rate_limit)
+        self.summary_locks = KeyedLocks()
         # Summaries and other slow commands: their own pool, apart from replies.
         self.slow_slots = asyncio.Semaphore(settings.summary_concurrency)
         self.budget = Budget(store, settings)

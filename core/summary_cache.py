@@ -15,6 +15,7 @@ from core.failures import MEMORY_DOWN, BudgetExceeded, failure_message
 from core.memory import History
 from core.providers.base import ProviderError
 from core.sink import CollectingSink, ReplySink
+from core.store import KeyedLocks
 from core.summaries import (
     BrokenSummary,
     StructuredSummary,
@@ -47,6 +48,7 @@ class SummaryMixin:
 
     memory: History
     channels: SettingsStore
+    summary_locks: KeyedLocks
 
     def summarizer(self, tenant: str, language: str = "") -> Summarizer:
         raise NotImplementedError
@@ -71,36 +73,39 @@ class SummaryMixin:
         `show` is False), or None after `sink.fail`."""
         sink = sink or CollectingSink()
         try:
-            language = (await self.channels.effective(scope)).summary_language
-            cached = await self.memory.cached_summary(scope)
-            if cached is not None and cached.get("language", "") != language:
-                cached = None  # the channel's summary language changed: start over
-            previous, new, covered = incremental(cached, messages)
-            count = len(covered) + len(new)
-            if previous is not None and not new:
-                summary = previous
-            else:
-                if not any(m.content.strip() for m in (*covered, *new)):
-                    await sink.finish("There is nothing to summarize yet.")
-                    return None
-                await sink.status(
-                    f"Summarizing {len(new):,} message{'s' if len(new) != 1 else ''}…"
-                )
-                summarizer = self.summarizer(scope.tenant, language)
-                summary = await summarizer.summarize(new, previous, context)
-                hashes = {m.id: message_hash(m) for m in (*covered, *new) if m.id}
-                last = new[-1] if new else covered[-1]
-                await self.memory.store_summary(
-                    scope,
-                    {
-                        "summary": summary.model_dump(),
-                        "hashes": hashes,
-                        "last_id": last.id,
-                        "last_ts": last.ts,
-                        "count": count,
-                        "language": language,
-                    },
-                )
+            # One summary per scope at a time: a second asker (or a tool-call storm)
+            # waits and then reuses what the first one cached.
+            async with self.summary_locks.hold(str(scope)):
+                language = (await self.channels.effective(scope)).summary_language
+                cached = await self.memory.cached_summary(scope)
+                if cached is not None and cached.get("language", "") != language:
+                    cached = None  # the channel's summary language changed: start over
+                previous, new, covered = incremental(cached, messages)
+                count = len(covered) + len(new)
+                if previous is not None and not new:
+                    summary = previous
+                else:
+                    if not any(m.content.strip() for m in (*covered, *new)):
+                        await sink.finish("There is nothing to summarize yet.")
+                        return None
+                    await sink.status(
+                        f"Summarizing {len(new):,} message{'s' if len(new) != 1 else ''}…"
+                    )
+                    summarizer = self.summarizer(scope.tenant, language)
+                    summary = await summarizer.summarize(new, previous, context)
+                    hashes = {ident(m): message_hash(m) for m in (*covered, *new)}
+                    last = new[-1] if new else covered[-1]
+                    await self.memory.store_summary(
+                        scope,
+                        {
+                            "summary": summary.model_dump(),
+                            "hashes": hashes,
+                            "last_id": ident(last),
+                            "last_ts": last.ts,
+                            "count": count,
+                            "language": language,
+                        },
+                    )
         except (ProviderError, BudgetExceeded, BrokenSummary) as error:
             await sink.fail(failure_message(error))
             return None
@@ -132,6 +137,12 @@ class SummaryMixin:
         await self.memory.invalidate_summaries(key)
 
 
+def ident(message: ChatMessage) -> str:
+    """A message's id for the cache: the platform's, or (the bot's own answers, console
+    messages) one made of its role and time, which memory keeps as they were."""
+    return message.id or f"~{message.role}:{message.ts!r}"
+
+
 def incremental(
     cached: dict[str, Any] | None, messages: Sequence[ChatMessage]
 ) -> tuple[StructuredSummary | None, list[ChatMessage], list[ChatMessage]]:
@@ -140,18 +151,18 @@ def incremental(
         return None, list(messages), []
     hashes: dict[str, str] = cached.get("hashes") or {}
     last_ts = float(cached.get("last_ts") or 0)
-    covered = [m for m in messages if m.id in hashes]
-    older = [m for m in messages if m.ts <= last_ts and m.id not in hashes]
+    covered = [m for m in messages if ident(m) in hashes]
+    older = [m for m in messages if m.ts <= last_ts and ident(m) not in hashes]
     if older:
         return None, list(messages), []  # a message appeared inside the covered range
-    if any(message_hash(m) != hashes[m.id] for m in covered if m.id):
+    if any(message_hash(m) != hashes[ident(m)] for m in covered):
         return None, list(messages), []  # a covered message was edited
     if covered:
-        present = [m.id for m in messages if m.id in hashes]
+        present = [ident(m) for m in messages if ident(m) in hashes]
         order = list(hashes)
         first = order.index(present[0])
         if order[first:] != present:
             return None, list(messages), []  # a covered message was deleted
-    new = [m for m in messages if m.id not in hashes and m.ts > last_ts]
+    new = [m for m in messages if ident(m) not in hashes and m.ts > last_ts]
     previous = StructuredSummary.model_validate(cached["summary"])
     return previous, new, covered

@@ -67,3 +67,37 @@ async def test_a_tool_call_storm_runs_within_the_caps_and_identical_calls_once(
     last_results = [content for _id, content in dialogue[-1].tool_results]
     assert any("already made 16 tool calls" in c for c in last_results)
     assert json.dumps(last_results).count("found same") == 3  # reused, not run again
+
+
+async def test_summarize_conversation_reuses_the_cached_summary_and_runs_once_per_scope(
+    engine_with: Callable[..., AbstractAsyncContextManager[Engine]], cometapi: FakeCometAPI
+) -> None:
+    """The bot's own answers (stored without a platform id) no longer defeat the cache:
+    asked again with nothing new, no model call; after one more turn, only that turn is
+    summarized, on top of the cached summary. Three at once make one summary."""
+    import asyncio
+
+    from tests.support import team_model
+
+    cometapi.set_responder(team_model)
+    async with engine_with() as engine:
+        for n, text in enumerate(["We decided to hire Dana.", "I will write the offer."]):
+            await engine.reply(
+                Incoming(key=KEY, event_id=f"Ev-c{n}", author=Author("U1", "Ana"), text=text),
+                RecordingSink(),
+            )
+        first = await asyncio.gather(*(engine.summarize_conversation(KEY) for _ in range(3)))
+        assert len(cometapi.requests_for(FLASH)) == 1
+        assert len(set(first)) == 1 and "hire Dana" in first[0]
+        again = await engine.summarize_conversation(KEY)
+        assert again == first[0]
+        assert len(cometapi.requests_for(FLASH)) == 1  # nothing new: the cached summary
+        await engine.reply(
+            Incoming(key=KEY, event_id="Ev-c9", author=Author("U1", "Ana"), text="Budget is 5k."),
+            RecordingSink(),
+        )
+        await engine.summarize_conversation(KEY)
+        summaries = cometapi.requests_for(FLASH)
+        assert len(summaries) == 2
+        assert "Current summary:" in summaries[-1].last_user_text  # incremental
+        assert "hire Dana" not in summaries[-1].last_user_text.split("New messages:")[1]
