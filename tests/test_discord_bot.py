@@ -565,3 +565,31 @@ async def test_twenty_people_asking_at_once_in_a_channel_do_not_wait_on_each_oth
         assert len(users) == 1  # nobody else's question in anyone's request
     await h.dc.wait_until(lambda: len(h.bot_messages(h.general)) >= 20, 30)
     await h.settle()
+
+
+# --------------------------------------------------------------------------- rate limits
+
+
+async def test_a_person_over_the_rate_limit_is_told_once_and_others_are_answered(
+    redis_url: str, key_prefix: str, cometapi: FakeCometAPI
+) -> None:
+    cometapi.set_responder(lambda r: Reply(f"re {r.last_user_text}"))
+    settings = {"user_rate_limit": "3/minute"}
+    async with running_bot(redis_url, key_prefix, cometapi, settings=settings) as h:
+        for n in range(5):
+            await h.say(h.general, f"{h.mention()} question {n}")
+        await h.say(h.general, f"{h.mention()} mine?", h.bob)
+        await h.dc.wait_until(lambda: len(h.bot_messages(h.general)) >= 5, 10)
+        await h.settle()
+        texts = [m.content for m in h.bot_messages(h.general)]
+        answers = [t for t in texts if t.startswith("re ")]
+        notes = [t for t in texts if "answer you again in about" in t]
+        assert len(answers) == 4 and "re [Bob] mine?" in answers  # Alice's 3 and Bob's
+        assert len(notes) == 1  # once per window, not once per message
+        assert len(h.cometapi.requests_for(GPT)) == 4
+        # /summarize counts against the same limit, answered privately
+        state = await h.command("summarize", {})
+        await h.dc.wait_until(lambda: state.callback_type is not None, 5)
+        assert state.callback_type == 4 and state.ephemeral
+        assert "answer you again in about" in (state.original_content or "")
+        assert h.cometapi.requests_for(FLASH) == []
