@@ -211,6 +211,29 @@ async def test_guests_need_to_be_in_a_public_channel_too(h: Harness) -> None:
     assert h.slack.calls_to("conversations.history") == []
 
 
+async def test_people_of_another_workspace_need_to_be_in_a_public_channel(h: Harness) -> None:
+    """Slack Connect (or another organization of an Enterprise Grid): a full member of
+    their own workspace, but not of the one that installed the bot."""
+    h.slack.add_user("U0FOREIGN01", "dana", display_name="Dana", team_id="T0OTHERTEAM")
+    h.slack.add_channel("C0PUBLIC001", "public", members=[ALICE])
+    h.slack.add_channel("C0SHARED001", "shared", members=["U0FOREIGN01", ALICE])
+    h.slack.add_message("C0PUBLIC001", "the roadmap is decided", user=ALICE)
+    await h.command(
+        "/summarize", "<#C0PUBLIC001|public>", user="U0FOREIGN01", channel="C0SHARED001"
+    )
+    await h.settle()
+    [refusal] = h.slack.responses
+    assert refusal.text == "You're not a member of #public, so I can't summarize it for you."
+    assert h.slack.calls_to("conversations.history") == []
+    assert h.cometapi.requests == []
+    # A full member of the installing workspace may, without being in the channel.
+    h.cometapi.set_responder(team_model)
+    await h.command("/summarize", "<#C0PUBLIC001|public>", user=CAROL, channel=GENERAL)
+    await h.settle()
+    assert "*#public — last 24 hours*" in h.slack.responses[-1].text
+    h.assert_clean()
+
+
 async def test_slash_summarize_explains_its_arguments(h: Harness) -> None:
     ack = await h.command("/summarize", "banana", user=ALICE, channel=GENERAL)
     assert "Usage: `/summarize [#channel] [hours]`" in ack
