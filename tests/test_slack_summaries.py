@@ -260,7 +260,7 @@ async def test_slash_forget_erases_every_conversation_in_the_channel(h: Harness)
     for mention in (first, second):
         await h.send(mention)
     await h.settle()
-    await h.command("/forget", "", user=ALICE, channel=GENERAL)
+    await h.command("/forget", "", user=ALICE, channel=GENERAL)  # Alice created #general
     await h.settle()
     [response] = h.slack.responses
     assert response.response_type == "ephemeral"
@@ -277,6 +277,60 @@ async def test_slash_forget_erases_every_conversation_in_the_channel(h: Harness)
     users = [m["content"] for m in h.cometapi.requests[-1].messages if m["role"] == "user"]
     assert users == ["[Alice] what did I ask?"]
     assert h.slack.calls_to("conversations.replies") == []
+    h.assert_clean()
+
+
+async def remembered_threads(h: Harness) -> list[str]:
+    """Two conversations in #general (Alice created it); their threads."""
+    threads = []
+    for user, text in ((ALICE, "remember MANGO"), (BOB, "remember KIWI")):
+        mention = h.slack.mention(GENERAL, user, text)
+        await h.send(mention)
+        threads.append(mention["event"]["ts"])
+    await h.settle()
+    return threads
+
+
+def remembered(h: Harness) -> bool:
+    """Did the bot's last model call carry the first thread's memory?"""
+    return bool(h.cometapi.requests) and "MANGO" in json.dumps(h.cometapi.requests[-1].json)
+
+
+async def test_slash_forget_of_a_channel_is_refused_to_a_plain_member(h: Harness) -> None:
+    [first, _] = await remembered_threads(h)
+    await h.command("/forget", "", user=BOB, channel=GENERAL)
+    await h.settle()
+    [refusal] = h.slack.responses
+    assert refusal.response_type == "ephemeral"
+    assert refusal.text.startswith(
+        "Only workspace admins and owners, and the channel's creator, can make me forget"
+    )
+    # Nothing was erased: the thread is still followed and remembered.
+    h.cometapi.clear_requests()
+    await h.send(h.slack.user_message(GENERAL, ALICE, "what was it?", thread_ts=first))
+    await h.settle()
+    assert remembered(h)
+    # Anyone in a thread may still erase that thread.
+    await h.send(h.slack.mention(GENERAL, BOB, "forget", thread_ts=first))
+    await h.settle()
+    h.cometapi.clear_requests()
+    await h.send(h.slack.mention(GENERAL, BOB, "what was it?", thread_ts=first))
+    await h.settle()
+    assert not remembered(h)
+    h.assert_clean()
+
+
+async def test_slash_forget_of_a_channel_by_an_admin(h: Harness) -> None:
+    h.slack.add_user("U0ADMIN0001", "ada", display_name="Ada", is_admin=True)
+    [first, _] = await remembered_threads(h)
+    await h.command("/forget", "", user="U0ADMIN0001", channel=GENERAL)
+    await h.settle()
+    [response] = h.slack.responses
+    assert "all my conversations in this channel (2 conversations" in response.text
+    h.cometapi.clear_requests()
+    await h.send(h.slack.user_message(GENERAL, ALICE, "still here?", thread_ts=first))
+    await h.settle()
+    assert h.cometapi.requests == []  # erased: no longer followed
     h.assert_clean()
 
 

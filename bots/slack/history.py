@@ -261,7 +261,7 @@ class SlackReader:
             user = (await self.client.users_info(user=user_id)).get("user") or {}
         except SlackApiError:
             return False
-        return bool(user.get("is_admin") or user.get("is_owner"))
+        return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
 
     async def _is_member(self, user_id: str, channel: str) -> bool:
         cursor: str | None = None
