@@ -43,11 +43,13 @@ class TimedProvider(Provider):
     def parse(self, events):  # type: ignore[no-untyped-def]
         return self.inner.parse(events)
 
-    async def stream(self, target: Target, request: ModelRequest) -> AsyncGenerator[Event, None]:
+    async def stream(
+        self, target: Target, request: ModelRequest, *, deadline: float | None = None
+    ) -> AsyncGenerator[Event, None]:
         turn = request.messages[-1].id or ""
         started = time.perf_counter()
         try:
-            async for event in self.inner.stream(target, request):
+            async for event in self.inner.stream(target, request, deadline=deadline):
                 paused = time.perf_counter()
                 _model_time[turn] = _model_time.get(turn, 0.0) + paused - started
                 yield event

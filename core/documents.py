@@ -51,7 +51,8 @@ class DocumentLimits:
             max_bytes=settings.max_attachment_bytes,
             max_pages=settings.max_document_pages,
             max_chars=settings.max_document_chars,
-            fetch_timeout=settings.attachment_fetch_timeout_seconds,
+            # a download never holds the turn past TOTAL_TIMEOUT
+            fetch_timeout=min(settings.attachment_fetch_timeout_seconds, settings.total_timeout),
             parse_timeout=settings.document_parse_timeout_seconds,
         )
 
@@ -264,7 +265,9 @@ async def _fetch(attachment: Attachment, limits: DocumentLimits) -> bytes | str:
             data = await attachment.fetch()
     except TimeoutError:
         log.warning("download of %s took over %.0f s", name, limits.fetch_timeout)
-        return f"I skipped {name}: it did not download within {limits.fetch_timeout:g} seconds."
+        return (
+            f"I couldn't read {name}: it did not download within {limits.fetch_timeout:g} seconds."
+        )
     except Exception as error:
         log.warning("could not download %s: %s", name, error)
         return f"I couldn't download {name}."

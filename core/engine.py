@@ -111,6 +111,14 @@ class _Attempted:
     output: list[str] = field(default_factory=list)
 
 
+def read_timeout(settings: Settings) -> float:
+    """The longest one read from a peer may wait for its next bytes: a stream's chunks
+    come within FIRST_TOKEN_TIMEOUT (the first) or IDLE_TIMEOUT (the others), and nothing
+    waits past TOTAL_TIMEOUT. A long answer whose chunks keep coming is not cut; a peer
+    that stops sending (a body that stalls, a download that hangs) is given up."""
+    return min(max(settings.first_token_timeout, settings.idle_timeout), settings.total_timeout)
+
+
 class Engine(SummaryMixin, ApprovalMixin):
     def __init__(
         self,
@@ -157,7 +165,10 @@ class Engine(SummaryMixin, ApprovalMixin):
             mcp = McpManager.from_settings(settings)  # a bad MCP_CONFIG stops start-up here
         http = httpx.AsyncClient(
             timeout=httpx.Timeout(
-                connect=settings.connect_timeout, read=None, write=30.0, pool=30.0
+                connect=settings.connect_timeout,
+                read=read_timeout(settings),
+                write=30.0,
+                pool=30.0,
             ),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
             follow_redirects=False,
@@ -755,7 +766,9 @@ class Engine(SummaryMixin, ApprovalMixin):
     def http(self) -> httpx.AsyncClient:
         """The process's shared HTTP client (adapters use it to download attachments)."""
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(30.0, read=read_timeout(self.settings))
+            )
         return self._http
 
     async def usage(self, tenant: str) -> UsageReport:

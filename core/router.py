@@ -131,8 +131,10 @@ class Router:
         base_delay: float = 0.5,
         max_wait: float = 20.0,
         breaker: CircuitBreaker | None = None,
+        total: float | None = None,
     ) -> None:
         self.routes = routes
+        self.total = total  # seconds one call may take in all, retries and fallbacks too
         self.providers = providers
         self.attempts = attempts
         self.base_delay = base_delay
@@ -159,6 +161,7 @@ class Router:
             base_delay=settings.retry_base_delay,
             max_wait=settings.retry_max_wait,
             breaker=CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown),
+            total=settings.total_timeout,
         )
 
     def plan(self, route: str, request: ModelRequest) -> list[Target]:
@@ -192,19 +195,25 @@ class Router:
         self, route: str, request: ModelRequest
     ) -> AsyncGenerator[Attempt | Event, None]:
         """Stream the request along the route. Raises the last ProviderError if every
-        target failed (its kind is FATAL when nothing else can be tried)."""
+        target failed (its kind is FATAL when nothing else can be tried). With `total`,
+        the call with all its retries and fallbacks ends by then: a FATAL timeout."""
         plan = self.plan(route, request)
+        loop = asyncio.get_running_loop()
+        deadline = None if self.total is None else loop.time() + self.total
         number = 0
         emitted = False
         last: ProviderError | None = None
         for target in plan:
             provider = self.providers[target.protocol]
             for attempt in range(1, self.attempts + 1):
+                if deadline is not None and loop.time() >= deadline:
+                    raise _out_of_time(last)
                 number += 1
                 yield Attempt(target, number, restart=emitted)
                 emitted = False
                 try:
-                    async with contextlib.aclosing(provider.stream(target, request)) as events:
+                    events_of = provider.stream(target, request, deadline=deadline)
+                    async with contextlib.aclosing(events_of) as events:
                         async for event in events:
                             if isinstance(event, TextDelta | ToolCallEvent):
                                 emitted = True
@@ -238,6 +247,8 @@ class Router:
                     if attempt == self.attempts:
                         self.breaker.failure(target)
                         break
+                    if deadline is not None and loop.time() + wait >= deadline:
+                        raise _out_of_time(last) from None
                     await asyncio.sleep(wait)
         assert last is not None
         raise last.with_kind(ErrorKind.FATAL) if last.kind is not ErrorKind.FATAL else last
@@ -246,6 +257,16 @@ class Router:
         if retry_after is not None:
             return retry_after
         return float(self.base_delay * (2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
+
+
+def _out_of_time(last: ProviderError | None) -> ProviderError:
+    why = f" (last: {last.category}: {last.detail})" if last is not None else ""
+    return ProviderError(
+        ErrorKind.FATAL,
+        "timeout",
+        f"no answer within the total timeout{why}",
+        status=last.status if last is not None else None,
+    )
 
 
 def build_routes(settings: Settings) -> dict[str, list[Target]]:

@@ -145,6 +145,21 @@ async def test_mention_in_a_channel_is_answered_as_a_reply_in_channel_memory(h: 
     ]
 
 
+async def test_a_member_who_cannot_read_the_history_gets_no_channel_memory(h: Harness) -> None:
+    """A reply to an answer in a channel continues its conversation only for members with
+    Read Message History there; anyone else starts afresh (they see nothing of it)."""
+    await h.say(h.general, f"{h.mention()} remember the word PELICAN")
+    await _reply_in(h, h.general)
+    answer = h.bot_messages(h.general)[0]
+    h.dc.set_overwrite(h.general, h.bob, deny=Perm.READ_MESSAGE_HISTORY)
+    await h.dc.dispatch("CHANNEL_UPDATE", h.dc.channel_payload(h.general))
+    await h.say(h.general, f"{h.mention()} which word?", h.bob, message_reference=answer)
+    await _reply_in(h, h.general, 2)
+    request = h.cometapi.requests_for(GPT)[-1]
+    assert [m["content"] for m in request.messages[1:]] == ["[Bob] which word?"]
+    assert "PELICAN" not in str(request.json)
+
+
 async def test_messages_not_for_the_bot_are_left_alone(h: Harness) -> None:
     other_bot = h.dc.add_member(h.guild, "otherbot", bot=True)
     await h.say(h.general, "just chatting", h.bob)

@@ -24,6 +24,7 @@ from tests.fakes.cometapi import (
     Redirect,
     Reply,
     ServerError,
+    StalledBody,
     StreamCut,
     StreamError,
     ToolCall,
@@ -353,6 +354,45 @@ async def test_first_token_and_idle_timeouts(
         assert sink.final == "Echo: [Ana] hello"
         assert len(cometapi.requests) == 3
         assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    "stalled",
+    [StalledBody(ServerError(502), stall=30), StalledBody(HtmlBody(200), stall=30, sent=20)],
+    ids=["502-error-body", "non-sse-body"],
+)
+async def test_a_stalled_body_cannot_hold_the_turn_past_the_total_timeout(
+    engine_with: Callable[..., AbstractAsyncContextManager[Engine]],
+    cometapi: FakeCometAPI,
+    stalled: StalledBody,
+) -> None:
+    async with engine_with(total_timeout=2.0, first_token_timeout=5.0, idle_timeout=5.0) as engine:
+        cometapi.script(None, stalled, times=20)
+        started = time.monotonic()
+        async with asyncio.timeout(6):
+            sink = await ask(engine, "hello")
+        assert time.monotonic() - started < 3.0  # TOTAL_TIMEOUT and a small margin
+        assert sink.error == (
+            "The AI service isn't answering right now. Please try again in a minute."
+        )
+        assert engine.in_flight == 0
+        cometapi.clear_script()
+        async with asyncio.timeout(6):
+            again = await ask(engine, "are you back?")  # the thread's turn was released
+        assert again.final == "Echo: [Ana] are you back?"
+
+
+async def test_chunks_that_keep_coming_outlast_the_idle_timeout(
+    engine_with: Callable[..., AbstractAsyncContextManager[Engine]],
+    cometapi: FakeCometAPI,
+) -> None:
+    """The read timeout is per chunk: a long answer whose chunks arrive regularly streams
+    to its end even when it takes far longer than one read may wait."""
+    async with engine_with(first_token_timeout=0.4, idle_timeout=0.4) as engine:
+        cometapi.script(GPT, Reply("one two three four five six seven", chunks=7, chunk_delay=0.2))
+        sink = await ask(engine, "a long answer please")
+        assert sink.final == "one two three four five six seven"
+        assert len(cometapi.requests) == 1
 
 
 async def test_long_history_is_folded_into_a_rolling_summary(

@@ -29,6 +29,7 @@ from tests.fakes.cometapi import (
     Reply,
     RequestTimeout,
     ServerError,
+    StalledBody,
     StreamCut,
     StreamError,
     ToolCall,
@@ -950,6 +951,27 @@ async def test_html_bodies(fake: FakeCometAPI, client: httpx.AsyncClient) -> Non
         with pytest.raises(json.JSONDecodeError):
             response.json()
     assert "524" in response.text
+
+
+async def test_stalled_bodies(fake: FakeCometAPI, client: httpx.AsyncClient) -> None:
+    fake.script(GPT, StalledBody(ServerError(502), stall=0.5, sent=10))
+    fake.script(GEMINI, StalledBody(HtmlBody(200), stall=0.5))
+    started = time.monotonic()
+    async with client.stream("POST", CHAT, json=chat(stream=True)) as response:
+        assert response.status_code == 502  # the head arrives at once
+        assert time.monotonic() - started < 0.4
+        assert response.headers["content-type"].startswith("application/json")
+        body = await response.aread()  # the body only after the stall, complete
+    assert time.monotonic() - started >= 0.5
+    assert len(body) == int(response.headers["content-length"])
+    assert json.loads(body)["error"]["type"]
+    quick = httpx.Timeout(5.0, read=0.2)
+    async with client.stream("POST", SSE, json=gem(), headers=GKEY, timeout=quick) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/html")
+        with pytest.raises(httpx.ReadTimeout):
+            await response.aread()  # nothing of the body before the stall
+    assert [r.outcome for r in fake.requests] == ["StalledBody", "StalledBody"]
 
 
 async def test_redirect(fake: FakeCometAPI, client: httpx.AsyncClient) -> None:

@@ -293,6 +293,30 @@ async def test_unsupported_oversized_or_unreadable_files_get_a_short_note(h: Har
     h.assert_clean()
 
 
+async def test_a_stalled_file_download_is_given_up_by_the_total_timeout(
+    redis_url: str, key_prefix: str, cometapi: FakeCometAPI, slack: FakeSlack
+) -> None:
+    settings = slack_settings(redis_url, key_prefix, cometapi, slack, total_timeout=2.0)
+    async with running(settings, slack, cometapi) as h:
+        notes = h.slack.add_file("notes.txt", "text/plain", b"x" * 4000, user=ALICE)
+        h.slack.stall_file(notes["id"], stall=60, sent=100)
+        mention = h.slack.mention(GENERAL, ALICE, "read this", files=[notes])
+        parent = mention["event"]["ts"]
+        started = time.monotonic()
+        await h.send(mention)
+        async with asyncio.timeout(8):
+            await h.settle()
+        assert time.monotonic() - started < 3.5  # TOTAL_TIMEOUT and a small margin
+        [answer] = h.replies(GENERAL, parent)
+        assert "I couldn't read notes.txt: it did not download within 2 seconds." in answer.text
+        follow_up = h.slack.user_message(GENERAL, ALICE, "still there?", thread_ts=parent)
+        await h.send(follow_up)
+        async with asyncio.timeout(8):
+            await h.settle()
+        assert h.replies(GENERAL, parent)[-1].text == "Echo: [Alice] still there?"
+        h.assert_clean()
+
+
 # --- failures and fallbacks ----------------------------------------------------------------------
 
 

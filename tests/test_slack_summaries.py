@@ -211,6 +211,29 @@ async def test_guests_need_to_be_in_a_public_channel_too(h: Harness) -> None:
     assert h.slack.calls_to("conversations.history") == []
 
 
+async def test_people_of_another_workspace_need_to_be_in_a_public_channel(h: Harness) -> None:
+    """Slack Connect (or another organization of an Enterprise Grid): a full member of
+    their own workspace, but not of the one that installed the bot."""
+    h.slack.add_user("U0FOREIGN01", "dana", display_name="Dana", team_id="T0OTHERTEAM")
+    h.slack.add_channel("C0PUBLIC001", "public", members=[ALICE])
+    h.slack.add_channel("C0SHARED001", "shared", members=["U0FOREIGN01", ALICE])
+    h.slack.add_message("C0PUBLIC001", "the roadmap is decided", user=ALICE)
+    await h.command(
+        "/summarize", "<#C0PUBLIC001|public>", user="U0FOREIGN01", channel="C0SHARED001"
+    )
+    await h.settle()
+    [refusal] = h.slack.responses
+    assert refusal.text == "You're not a member of #public, so I can't summarize it for you."
+    assert h.slack.calls_to("conversations.history") == []
+    assert h.cometapi.requests == []
+    # A full member of the installing workspace may, without being in the channel.
+    h.cometapi.set_responder(team_model)
+    await h.command("/summarize", "<#C0PUBLIC001|public>", user=CAROL, channel=GENERAL)
+    await h.settle()
+    assert "*#public — last 24 hours*" in h.slack.responses[-1].text
+    h.assert_clean()
+
+
 async def test_slash_summarize_explains_its_arguments(h: Harness) -> None:
     ack = await h.command("/summarize", "banana", user=ALICE, channel=GENERAL)
     assert "Usage: `/summarize [#channel] [hours]`" in ack
@@ -237,7 +260,7 @@ async def test_slash_forget_erases_every_conversation_in_the_channel(h: Harness)
     for mention in (first, second):
         await h.send(mention)
     await h.settle()
-    await h.command("/forget", "", user=ALICE, channel=GENERAL)
+    await h.command("/forget", "", user=ALICE, channel=GENERAL)  # Alice created #general
     await h.settle()
     [response] = h.slack.responses
     assert response.response_type == "ephemeral"
@@ -254,6 +277,60 @@ async def test_slash_forget_erases_every_conversation_in_the_channel(h: Harness)
     users = [m["content"] for m in h.cometapi.requests[-1].messages if m["role"] == "user"]
     assert users == ["[Alice] what did I ask?"]
     assert h.slack.calls_to("conversations.replies") == []
+    h.assert_clean()
+
+
+async def remembered_threads(h: Harness) -> list[str]:
+    """Two conversations in #general (Alice created it); their threads."""
+    threads = []
+    for user, text in ((ALICE, "remember MANGO"), (BOB, "remember KIWI")):
+        mention = h.slack.mention(GENERAL, user, text)
+        await h.send(mention)
+        threads.append(mention["event"]["ts"])
+    await h.settle()
+    return threads
+
+
+def remembered(h: Harness) -> bool:
+    """Did the bot's last model call carry the first thread's memory?"""
+    return bool(h.cometapi.requests) and "MANGO" in json.dumps(h.cometapi.requests[-1].json)
+
+
+async def test_slash_forget_of_a_channel_is_refused_to_a_plain_member(h: Harness) -> None:
+    [first, _] = await remembered_threads(h)
+    await h.command("/forget", "", user=BOB, channel=GENERAL)
+    await h.settle()
+    [refusal] = h.slack.responses
+    assert refusal.response_type == "ephemeral"
+    assert refusal.text.startswith(
+        "Only workspace admins and owners, and the channel's creator, can make me forget"
+    )
+    # Nothing was erased: the thread is still followed and remembered.
+    h.cometapi.clear_requests()
+    await h.send(h.slack.user_message(GENERAL, ALICE, "what was it?", thread_ts=first))
+    await h.settle()
+    assert remembered(h)
+    # Anyone in a thread may still erase that thread.
+    await h.send(h.slack.mention(GENERAL, BOB, "forget", thread_ts=first))
+    await h.settle()
+    h.cometapi.clear_requests()
+    await h.send(h.slack.mention(GENERAL, BOB, "what was it?", thread_ts=first))
+    await h.settle()
+    assert not remembered(h)
+    h.assert_clean()
+
+
+async def test_slash_forget_of_a_channel_by_an_admin(h: Harness) -> None:
+    h.slack.add_user("U0ADMIN0001", "ada", display_name="Ada", is_admin=True)
+    [first, _] = await remembered_threads(h)
+    await h.command("/forget", "", user="U0ADMIN0001", channel=GENERAL)
+    await h.settle()
+    [response] = h.slack.responses
+    assert "all my conversations in this channel (2 conversations" in response.text
+    h.cometapi.clear_requests()
+    await h.send(h.slack.user_message(GENERAL, ALICE, "still here?", thread_ts=first))
+    await h.settle()
+    assert h.cometapi.requests == []  # erased: no longer followed
     h.assert_clean()
 
 

@@ -537,6 +537,11 @@ class TeamBot(Interactions, discord.AutoShardedClient):
         return None
 
     async def _reply_chain_key(self, message: discord.Message) -> ConversationKey | None:
+        """The conversation of the answer `message` replies to: only for a member with
+        Read Message History in the channel (its memory is channel history they could
+        not read otherwise); None starts a new conversation."""
+        if not _reads_history(message.channel, message.author):
+            return None
         reference = message.reference
         if reference is None or reference.message_id is None:
             return None
@@ -655,3 +660,12 @@ class TeamBot(Interactions, discord.AutoShardedClient):
     async def on_guild_channel_delete(self, channel: discord.abc.GuildChannel) -> None:
         with contextlib.suppress(Exception):
             await self.engine.forget_channel(channel_key(channel.guild.id, channel.id))
+
+
+def _reads_history(channel: object, author: discord.User | discord.Member) -> bool:
+    """May `author` read the message history of `channel` (View Channel and Read Message
+    History, overwrites applied)? Unknown: no."""
+    if not isinstance(author, discord.Member) or not isinstance(channel, discord.abc.GuildChannel):
+        return False
+    perms = channel.permissions_for(author)
+    return bool(perms.view_channel and perms.read_message_history)

@@ -142,7 +142,7 @@ def _mime(attachment: discord.Attachment) -> str:
 
 async def download(http: httpx.AsyncClient, url: str, max_bytes: int) -> bytes:
     """Download a file, refusing to hold more than `max_bytes` of it."""
-    async with http.stream("GET", url, timeout=httpx.Timeout(30.0)) as response:
+    async with http.stream("GET", url) as response:
         response.raise_for_status()
         chunks: list[bytes] = []
         size = 0

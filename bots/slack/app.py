@@ -309,7 +309,12 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
     ) -> None:
         await ack()
         bot.spawn(
-            bot.forget_channel(team(command, context), str(command["channel_id"]), respond),
+            bot.forget_channel(
+                team(command, context),
+                str(command.get("user_id") or ""),
+                str(command["channel_id"]),
+                respond,
+            ),
             name=f"slack:/forget:{command['channel_id']}",
             respond=respond,
         )

@@ -103,7 +103,13 @@ HELP = (
     "• `/summarize [#channel] [hours]`: a summary of a channel's recent messages "
     "(24 h by default), shown only to you until you share it.\n"
     "• `@{name} forget` in a thread, or `/forget` in a channel or DM: I erase what I "
-    "remember of it."
+    "remember of it (`/forget` of a whole channel: workspace admins and owners, and the "
+    "channel's creator)."
+)
+
+FORGET_REFUSED = (
+    "Only workspace admins and owners, and the channel's creator, can make me forget a "
+    "whole channel. To erase one conversation, say `@{name} forget` in its thread."
 )
 
 
@@ -749,8 +755,19 @@ class SlackBot:
 
     # --- forgetting -------------------------------------------------------------------------
 
-    async def forget_channel(self, team_id: str, channel: str, respond: Respond) -> None:
-        """`/forget`: every conversation the bot had in this channel (all its threads)."""
+    async def forget_channel(
+        self, team_id: str, user_id: str, channel: str, respond: Respond
+    ) -> None:
+        """`/forget`: every conversation the bot had in this channel (all its threads).
+        Only those who may manage the channel (`may_change`); in a DM, its person. Anyone
+        in a thread may still erase that thread (`@teambot forget` there)."""
+        if not channel.startswith("D") and not await self.may_change(
+            user_id, channel, workspace=False
+        ):
+            await respond(
+                text=FORGET_REFUSED.format(name=self.identity.name), response_type="ephemeral"
+            )
+            return
         key = ConversationKey("slack", team_id, channel, "-")
         erased = await self.engine.forget_channel(key)
         where = "this conversation" if channel.startswith("D") else "this channel"

@@ -220,7 +220,9 @@ class SlackReader:
 
         Asked from inside the channel: yes (they are in it; Slack told us its name). Else
         the bot looks the channel up; a private channel, group DM or DM needs the user
-        among its members; a public one is open to full members, guests need to be in it."""
+        among its members; a public one is open to full members of the installing
+        workspace, while guests and people of other workspaces (Slack Connect, other
+        organizations of an Enterprise Grid) need to be in it."""
         if channel == asked_from:
             return Access(True, name=asked_from_name or channel)
         try:
@@ -236,7 +238,7 @@ class SlackReader:
         restricted = restricted or conversation.get("is_mpim")
         if not restricted:
             user = (await self.client.users_info(user=user_id)).get("user") or {}
-            if not (user.get("is_restricted") or user.get("is_ultra_restricted")):
+            if self._full_member(user):
                 return Access(True, name=name)
         if await self._is_member(user_id, channel):
             return Access(True, name=name)
@@ -246,13 +248,20 @@ class SlackReader:
             name=name,
         )
 
+    def _full_member(self, user: Mapping[str, Any]) -> bool:
+        """A member of the installing workspace who is not a guest."""
+        if user.get("is_restricted") or user.get("is_ultra_restricted"):
+            return False
+        team = str(user.get("team_id") or "")
+        return bool(team) and team == self.identity.team_id
+
     async def is_admin(self, user_id: str) -> bool:
         """A workspace admin or owner (they may decide others' approval requests)."""
         try:
             user = (await self.client.users_info(user=user_id)).get("user") or {}
         except SlackApiError:
             return False
-        return bool(user.get("is_admin") or user.get("is_owner"))
+        return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
 
     async def _is_member(self, user_id: str, channel: str) -> bool:
         cursor: str | None = None

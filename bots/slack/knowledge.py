@@ -56,18 +56,11 @@ class SlackKnowledge:
     # --- /recap -------------------------------------------------------------------------
 
     async def may_manage(self, user_id: str, channel: str) -> bool:
-        """Workspace admins and owners, and the channel's creator; anyone in a DM."""
+        """Anyone in a DM; elsewhere the one rule of who may manage a channel
+        (`SlackBot.may_change`: workspace admins and owners, and the channel's creator)."""
         if channel.startswith("D"):
             return True
-        try:
-            user = (await self.client.users_info(user=user_id)).get("user") or {}
-            if user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"):
-                return True
-            info = (await self.client.conversations_info(channel=channel)).get("channel") or {}
-        except SlackApiError as error:
-            log.info("could not check who may manage %s: %s", channel, error)
-            return False
-        return bool(info.get("creator")) and info.get("creator") == user_id
+        return await self.bot.may_change(user_id, channel, workspace=False)
 
     async def timezone(self, user_id: str) -> str | None:
         try:

@@ -234,12 +234,21 @@ class Provider(ABC):
     def parse(self, events: AsyncIterator[ServerSentEvent]) -> AsyncIterator[Event]:
         """Turn the SSE stream into neutral events."""
 
-    async def stream(self, target: Target, request: ModelRequest) -> AsyncGenerator[Event, None]:
+    async def stream(
+        self, target: Target, request: ModelRequest, *, deadline: float | None = None
+    ) -> AsyncGenerator[Event, None]:
+        """One call. It ends by TOTAL_TIMEOUT after it started, or by `deadline` (loop
+        time) if that is sooner: the answer's head, its body (an error body or a body
+        that is not an event stream too) and its stream all run under it."""
         http_request = self.build(target, request)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeouts.total
+        own = loop.time() + self._timeouts.total
+        deadline = own if deadline is None else min(own, deadline)
         try:
-            async with asyncio.timeout(min(self._timeouts.first_token, self._timeouts.total)):
+            wait = min(self._timeouts.first_token, deadline - loop.time())
+            if wait <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(wait):
                 response = await self._client.send(http_request, stream=True)
         except TimeoutError:
             raise ProviderError(
@@ -252,7 +261,7 @@ class Provider(ABC):
                 ErrorKind.RETRY, "connection", f"{type(error).__name__}: {error}"
             ) from None
         try:
-            await self._check_response(response)
+            await self._check_response(response, deadline)
             async for event in self.parse(self._events(response, deadline)):
                 yield event
         except httpx.TransportError as error:
@@ -262,7 +271,7 @@ class Provider(ABC):
         finally:
             await response.aclose()
 
-    async def _check_response(self, response: httpx.Response) -> None:
+    async def _check_response(self, response: httpx.Response, deadline: float) -> None:
         status = response.status_code
         if 300 <= status < 400:
             location = response.headers.get("location", "?")
@@ -273,11 +282,11 @@ class Provider(ABC):
                 status=status,
             )
         if status >= 400:
-            body = await _read_capped(response)
+            body = await _read_capped(response, deadline)
             raise self.classify(status, response.headers, body)
         content_type = response.headers.get("content-type", "")
         if "text/event-stream" not in content_type:
-            body = await _read_capped(response)
+            body = await _read_capped(response, deadline)
             snippet = body[:200].decode("utf-8", "replace").strip()
             raise ProviderError(
                 ErrorKind.RETRY,
@@ -313,14 +322,19 @@ class Provider(ABC):
             yield event
 
 
-async def _read_capped(response: httpx.Response) -> bytes:
+async def _read_capped(response: httpx.Response, deadline: float) -> bytes:
+    """The start of a body that is not an event stream (an error, a proxy's page): what
+    came by `deadline` (loop time), at most MAX_ERROR_BODY bytes. A body that stalls is
+    cut there: the status alone classifies the answer."""
     body = b""
+    remaining = deadline - asyncio.get_running_loop().time()
     try:
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) >= MAX_ERROR_BODY:
-                break
-    except httpx.TransportError:
+        async with asyncio.timeout(max(remaining, 0.0)):
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) >= MAX_ERROR_BODY:
+                    break
+    except (httpx.TransportError, TimeoutError):
         pass
     return body[:MAX_ERROR_BODY]
 

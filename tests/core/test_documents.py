@@ -258,7 +258,7 @@ async def test_stalled_download_times_out_with_a_note() -> None:
     stuck = Attachment("slow.pdf", "application/pdf", 10, stall)
     limits = DocumentLimits(fetch_timeout=0.2)
     result = await read_attachments([stuck], limits)
-    assert result.notes == ["I skipped slow.pdf: it did not download within 0.2 seconds."]
+    assert result.notes == ["I couldn't read slow.pdf: it did not download within 0.2 seconds."]
 
 
 async def test_failed_download_and_message_text() -> None:

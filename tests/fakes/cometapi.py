@@ -75,6 +75,7 @@ __all__ = [
     "RequestTimeout",
     "Responder",
     "ServerError",
+    "StalledBody",
     "StreamCut",
     "StreamError",
     "ToolCall",
@@ -619,6 +620,19 @@ class Redirect(Fault):
 
     location: str = "/__fake__/login"
     status: int = 302
+
+
+@dataclass(frozen=True)
+class StalledBody(Fault):
+    """The answer of ``fault`` (an HTTP error in the protocol's JSON shape, an
+    :class:`HtmlBody`, a :class:`Redirect`...) whose body stalls: the status line and headers
+    (with the full ``Content-Length``) and the first ``sent`` bytes of the body go out, then
+    nothing for ``stall`` seconds, then the rest. As a proxy or a sick upstream does; a
+    client that reads the body without a deadline waits the whole ``stall``."""
+
+    fault: Fault = field(default_factory=lambda: ServerError(502))
+    stall: float = 60.0
+    sent: int = 0
 
 
 Behaviour: TypeAlias = "Reply | Fault | Callable[[RecordedRequest], Reply | Fault]"
@@ -1870,6 +1884,8 @@ class FakeCometAPI:
         if isinstance(fault, ConnectionReset):
             _reset(request)
             return web.Response()
+        if isinstance(fault, StalledBody):
+            return await self._send_stalled(request, rec, fault)
         if isinstance(fault, StreamCut):
             reply = self._reply_for(rec, fault.reply)
             return await self._send_reply(request, rec, reply, cut_after=fault.after)
@@ -1994,6 +2010,27 @@ class FakeCometAPI:
                 fault.headers,
             )
         raise TypeError(f"unknown fault {fault!r}")
+
+    async def _send_stalled(
+        self, request: web.Request, rec: RecordedRequest, fault: StalledBody
+    ) -> web.StreamResponse:
+        inner = await self._send_fault(request, rec, fault.fault)
+        if not isinstance(inner, web.Response) or inner.body is None:
+            raise ValueError(f"{fault.fault!r} has no body to stall")
+        body = bytes(inner.body)  # type: ignore[arg-type]
+        response = web.StreamResponse(status=inner.status, reason=inner.reason)
+        for name, value in inner.headers.items():
+            if name.lower() not in ("content-length", "transfer-encoding"):
+                response.headers[name] = value
+        response.content_length = len(body)
+        await response.prepare(request)
+        head = body[: max(0, min(fault.sent, len(body) - 1))]
+        if head:
+            await response.write(head)
+        await asyncio.sleep(fault.stall)  # cancelled when the client hangs up
+        await response.write(body[len(head) :])
+        await response.write_eof()
+        return response
 
     # -- rendering replies -------------------------------------------------------------------
 

@@ -28,7 +28,9 @@ Everything here is test scaffolding: nothing in ``core/`` or ``bots/`` imports i
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import copy
 import json
 import random
@@ -1274,6 +1276,8 @@ class FakeSlack:
         self._messages: dict[str, dict[str, _Message]] = {}
         self._files: dict[str, JSONDict] = {}
         self._file_data: dict[str, bytes] = {}
+        self._stalled_files: dict[str, tuple[float, int]] = {}
+        self._closing = asyncio.Event()
         self._ephemerals: list[Ephemeral] = []
         self._response_urls: dict[str, _ResponseUrl] = {}
         self._thread_status: dict[tuple[str, str], str] = {}
@@ -1358,6 +1362,7 @@ class FakeSlack:
         self._port = int(address[1])
 
     async def close(self) -> None:
+        self._closing.set()  # stalled downloads end
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -1714,7 +1719,14 @@ class FakeSlack:
             _Fault("http", times, error=error, status=status)
         )
 
+    def stall_file(self, file_id: str, stall: float = 60.0, sent: int = 0) -> None:
+        """Downloads of the file ``file_id`` stall: the status line and headers (with the
+        full ``Content-Length``) and its first ``sent`` bytes go out, then nothing for
+        ``stall`` seconds (or until the fake closes), then the rest."""
+        self._stalled_files[file_id] = (stall, sent)
+
     def clear_faults(self) -> None:
+        self._stalled_files.clear()
         self._faults.clear()
         self._streaming_refusal = None
         self._stream_break = None
@@ -1891,11 +1903,39 @@ class FakeSlack:
             return web.Response(status=404, text="Not Found", content_type="text/plain")
         self.file_downloads.append(FileDownload(path, True, 200))
         info = self._files[fid]
+        if fid in self._stalled_files:
+            return await self._stalled_file(request, fid)
         return web.Response(
             body=self._file_data[fid],
             content_type=str(info["mimetype"]),
             headers={"Content-Disposition": f'attachment; filename="{info["name"]}"'},
         )
+
+    async def _stalled_file(self, request: web.Request, fid: str) -> web.StreamResponse:
+        stall, sent = self._stalled_files[fid]
+        data = self._file_data[fid]
+        info = self._files[fid]
+        response = web.StreamResponse(
+            headers={"Content-Disposition": f'attachment; filename="{info["name"]}"'}
+        )
+        response.content_type = str(info["mimetype"])
+        response.content_length = len(data)
+        await response.prepare(request)
+        head = data[: max(0, min(sent, len(data) - 1))]
+        if head:
+            await response.write(head)
+        # Until the stall ends, the fake closes or the client hangs up.
+        ends = time.monotonic() + stall
+        while time.monotonic() < ends and not self._closing.is_set():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return response
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), 0.05)
+        with contextlib.suppress(ConnectionError):
+            await response.write(data[len(head) :])
+            await response.write_eof()
+        return response
 
     async def _handle_signin(self, request: web.Request) -> web.Response:
         page = (
