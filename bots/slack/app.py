@@ -2,9 +2,11 @@
 
 * Socket Mode (`SLACK_APP_TOKEN` set, no `--http`): no public URL needed.
 * HTTP (`--http`): `POST /slack/events` takes the Events API, slash commands and
-  interactivity, each checked against `SLACK_SIGNING_SECRET` (forged or stale: 401);
-  `GET /healthz` says the process is up, `GET /readyz` that Redis answers and Slack
-  accepted the token.
+  interactivity, each checked against `SLACK_SIGNING_SECRET` (forged or stale: 401) on
+  the events port (`--port`, default 3000). `GET /healthz` says the process is up,
+  `GET /readyz` that Redis answers and Slack accepted the token, `GET /metrics` is the
+  Prometheus page: on `HEALTH_PORT` when it is set (as in deploy/), so the public port
+  serves `/slack/events` alone; without it, on the events port too (local use only).
 
 Listeners only hand work to `SlackBot`, which starts it in the background, so every
 request is acknowledged at once (`process_before_response=True` makes Bolt answer when the
@@ -63,6 +65,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
+EVENTS_PORT = 3000  # HTTP mode's events port when --port is not given
+MAX_BODY_BYTES = 2 * 1024 * 1024  # a larger request body is refused with 413
 
 
 def retry_handlers() -> list[AsyncRetryHandler]:
@@ -408,26 +412,31 @@ class _DropMessages(logging.Filter):
 
 
 class SlackHttpServer:
-    """aiohttp server for HTTP mode: `/slack/events`, `/healthz`, `/readyz`, `/metrics`.
+    """aiohttp server for HTTP mode: `/slack/events`, and with `with_health` also
+    `/healthz`, `/readyz` and `/metrics` (only when no `HEALTH_PORT` serves those; any
+    other path is 404).
 
     Every request to `/slack/events` is checked against the signing secret before its
     body is parsed: forged, stale or unsigned ones get 401 and nothing else happens; a
     signed body that is not JSON or a form Slack sends gets 400; over 2 MB, 413."""
 
     def __init__(
-        self, app: AsyncApp, bot: SlackBot, *, signing_secret: str, path: str = EVENTS_PATH
+        self,
+        app: AsyncApp,
+        bot: SlackBot,
+        *,
+        signing_secret: str,
+        path: str = EVENTS_PATH,
+        with_health: bool = True,
     ) -> None:
         self.app = app
         self.bot = bot
         self.verifier = SignatureVerifier(signing_secret)
         self.draining = False
-        self.web = web.Application(client_max_size=2 * 1024 * 1024)
-        self.web.add_routes(
-            [
-                web.post(path, self._events),
-                *health_routes(bot.engine, draining=lambda: self.draining),
-            ]
-        )
+        self.web = web.Application(client_max_size=MAX_BODY_BYTES)
+        self.web.add_routes([web.post(path, self._events)])
+        if with_health:
+            self.web.add_routes(health_routes(bot.engine, draining=lambda: self.draining))
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -471,8 +480,11 @@ class SlackHttpServer:
     async def start(self, host: str, port: int) -> int:
         runner = web.AppRunner(self.web, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
         self._runner = runner
         address = runner.addresses[0]
         self.port = int(address[1])
@@ -496,10 +508,11 @@ async def run_slack(
 ) -> int:
     """Run until SIGINT/SIGTERM (or `stop` is set); then wait for answers in flight.
 
-    HTTP mode serves events, `/healthz`, `/readyz` and `/metrics` on `port` (default
-    `HEALTH_PORT`, else 3000); Socket Mode serves the last three on `port` or
-    `HEALTH_PORT` when either is set. `started(bot, port)` is called once serving (tests
-    use it with `stop`)."""
+    HTTP mode serves `/slack/events` on `port` (default 3000), and `/healthz`, `/readyz`
+    and `/metrics` on `HEALTH_PORT`; without `HEALTH_PORT`, on `port` as well (for local
+    use: a public port should not serve metrics). Socket Mode serves the last three on
+    `port` or `HEALTH_PORT` when either is set. `started(bot, port)` is called once
+    serving, with the events port in HTTP mode (tests use it with `stop`)."""
     settings.require("slack_bot_token")
     if http:
         settings.require("slack_signing_secret")
@@ -527,23 +540,40 @@ async def run_slack(
             app = build_bolt_app(
                 bot, signing_secret=settings.slack_signing_secret.get_secret_value()
             )
+            wanted = port if port is not None else EVENTS_PORT
+            health_port = settings.health_port
+            if health_port is not None and health_port == wanted:
+                raise ConfigError(
+                    f"HEALTH_PORT {health_port} is also the events port: give --port "
+                    "another one (the events port must not serve /metrics)."
+                )
             server = SlackHttpServer(
-                app, bot, signing_secret=settings.slack_signing_secret.get_secret_value()
+                app,
+                bot,
+                signing_secret=settings.slack_signing_secret.get_secret_value(),
+                with_health=health_port is None,
             )
+            health = HealthServer(engine, draining=lambda: server.draining)
             try:
-                wanted = port if port is not None else (settings.health_port or 3000)
                 bound = await server.start(host, wanted)
+                if health_port is not None:
+                    health_port = await health.start(host, health_port)
             except OSError as error:
-                raise ConfigError(f"Cannot listen on {host}:{port}: {error.strerror}.") from None
+                await server.stop()
+                failed = wanted if server.port is None else health_port
+                raise ConfigError(f"Cannot listen on {host}:{failed}: {error.strerror}.") from None
             log.info("serving Slack events on http://%s:%d%s", host, bound, EVENTS_PATH)
+            if health_port is not None:
+                log.info("serving /healthz, /readyz, /metrics on port %d", health_port)
             if started is not None:
                 started(bot, bound)
             await stop.wait()
             # New events get 503 (Slack retries them), /readyz says so; answers in flight
-            # are finished before the port closes.
+            # are finished before the ports close.
             server.draining = True
             await bot.shutdown(settings.shutdown_grace_seconds)
             await server.stop()
+            await health.stop()
         else:
             assert settings.slack_app_token is not None
             app = build_bolt_app(bot, signing_secret=None)

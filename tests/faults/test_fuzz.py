@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from tests.fakes.cometapi import FakeCometAPI
 from tests.fakes.slack_api import FakeSlack, SignedRequest, SlackSigner
-from tests.faults.procs import BotProcess, bot_env
+from tests.faults.procs import BotProcess, bot_env, free_port
 from tests.support import API_KEY
 from tests.test_slack_harness import ALICE, GENERAL, seed
 
@@ -114,6 +114,7 @@ def bot_process(
             slack_bot_token="xoxb-test-token-0001",
             slack_signing_secret=slack.signing_secret,
             slack_api_url=slack.api_url,
+            health_port=free_port(),  # as deployed: probes and metrics on a port of their own
         )
         bot = BotProcess(env, name="fuzzed")
         await bot.start()
@@ -152,7 +153,7 @@ def signed(signer: SlackSigner, body: bytes) -> SignedRequest:
 def idle(http: httpx.Client, bot: BotProcess) -> None:
     """Until the bot has nothing in flight (its /readyz tells)."""
     for _ in range(200):
-        if http.get(bot.url + "/readyz").json().get("in_flight") == 0:
+        if http.get(bot.health_url + "/readyz").json().get("in_flight") == 0:
             return
         time.sleep(0.02)
     raise AssertionError("the bot never became idle")
@@ -191,7 +192,7 @@ def test_fuzzed_bodies_never_crash_the_endpoint(
         assert 401 in statuses
         assert bot.alive
         # the process is still healthy
-        assert http.get(bot.url + "/readyz").status_code == 200
+        assert http.get(bot.health_url + "/readyz").status_code == 200
         huge = json.dumps({"type": "event_callback", "event": {"text": "x" * 3_000_000}})
         request = signed(slack.signer, huge.encode())
         assert http.post(url, content=request.body, headers=request.headers).status_code == 413
@@ -208,6 +209,11 @@ def test_fuzzed_bodies_never_crash_the_endpoint(
         )
         assert odd.status_code == 401
         assert http.get(url).status_code == 405
+        # The events port serves the events alone; probes and metrics are on HEALTH_PORT.
+        for path in ("/metrics", "/healthz", "/readyz"):
+            assert http.get(bot.url + path).status_code == 404, path
+            assert http.get(bot.health_url + path).status_code == 200, path
+        assert http.post(bot.health_url + "/slack/events", content=b"{}").status_code == 404
     assert cometapi.requests == [] or all(not r.rejected for r in cometapi.requests)
     # No crash: failures that were logged are the bot telling Slack-side refusals apart
     # (a fuzzed event names a thread that does not exist), never a parsing error.
