@@ -19,10 +19,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import signal
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -65,6 +66,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
+# The signature headers as Slack sends them; anything else is refused before the SDK sees it.
+_TIMESTAMP = re.compile(r"[0-9]{1,12}", re.ASCII)
+_SIGNATURE = re.compile(r"v0=[0-9a-f]{64}", re.ASCII)
 EVENTS_PORT = 3000  # HTTP mode's events port when --port is not given
 MAX_BODY_BYTES = 2 * 1024 * 1024  # a larger request body is refused with 413
 
@@ -374,7 +378,8 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
 def well_formed_body(body: str, content_type: str) -> bool:
     """The outer shape of what Slack posts: a JSON object whose `type` is a string and
     whose `event`, if any, is an object; or a form whose `payload`, if any, is a JSON
-    object. Checked before Bolt sees the request (Bolt's middleware assumes it)."""
+    object. Checked before Bolt sees the request (Bolt's middleware assumes it). JSON
+    nested deeper than the parser's recursion limit is malformed too."""
     try:
         if content_type == "application/json":
             data = json.loads(body)
@@ -388,7 +393,7 @@ def well_formed_body(body: str, content_type: str) -> bool:
             payload = json.loads(fields["payload"][0])
             return isinstance(payload, dict) and isinstance(payload.get("type"), str)
         return "command" in fields or "ssl_check" in fields
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
 
 
@@ -452,7 +457,7 @@ class SlackHttpServer:
         except UnicodeDecodeError:
             # Slack signs UTF-8 text: a body that is not cannot pass the signature check.
             return web.json_response({"error": "unverifiable request body"}, status=401)
-        if not self._signed(body, request.headers):
+        if not self._signed(body, request):
             return web.json_response({"error": "invalid request signature"}, status=401)
         if not well_formed_body(body, request.content_type):
             log.info("malformed Slack request refused")
@@ -460,7 +465,7 @@ class SlackHttpServer:
         try:
             bolt_request = await to_bolt_request(request)
             bolt_response = await self.app.async_dispatch(bolt_request)
-        except (ValueError, TypeError, KeyError, AttributeError) as error:
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
             log.info("malformed Slack request refused: %s", type(error).__name__)
             return web.json_response({"error": "malformed request"}, status=400)
         if bolt_response.status >= 500:
@@ -471,10 +476,20 @@ class SlackHttpServer:
         metrics.ACK_SECONDS.labels("slack").observe(time.perf_counter() - started)
         return await to_aiohttp_response(bolt_response)
 
-    def _signed(self, body: str, headers: Mapping[str, str]) -> bool:
+    def _signed(self, body: str, request: web.Request) -> bool:
+        """The signature headers are exactly as Slack sends them (one of each, ASCII: a
+        decimal timestamp, `v0=` and 64 hex digits) and the signature matches. Anything
+        else is refused here: the SDK's check raises on non-ASCII headers (a 500)."""
+        timestamps = request.headers.getall("X-Slack-Request-Timestamp", [])
+        signatures = request.headers.getall("X-Slack-Signature", [])
+        if len(timestamps) != 1 or len(signatures) != 1:
+            return False
+        [timestamp], [signature] = timestamps, signatures
+        if not _TIMESTAMP.fullmatch(timestamp) or not _SIGNATURE.fullmatch(signature):
+            return False
         try:
-            return self.verifier.is_valid_request(body, headers)
-        except ValueError:  # a timestamp that is not a number
+            return self.verifier.is_valid(body, timestamp, signature)
+        except (ValueError, TypeError):  # not expected after the checks above
             return False
 
     async def start(self, host: str, port: int) -> int:

@@ -13,6 +13,7 @@ import hmac
 import json
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -221,3 +222,79 @@ def test_fuzzed_bodies_never_crash_the_endpoint(
         line for line in bot.log.splitlines() if "Traceback" in line and "SlackApiError" not in line
     ]
     assert crashes == [], "\n".join(crashes[:3])
+
+
+def _nested(depth: int) -> str:
+    """A JSON object whose `event` holds lists nested `depth` deep."""
+    return '{"type": "event_callback", "event": {"x": ' + "[" * depth + "]" * depth + "}}"
+
+
+def test_bad_headers_and_hostile_bodies_are_refused_with_4xx(
+    bot_process: tuple[BotProcess, FakeSlack, FakeCometAPI],
+) -> None:
+    """What a client sees for headers that are not Slack's, bodies nested beyond any
+    parser's depth, and bodies over the size limit: 401, 400 and 413, never a 500."""
+    bot, slack, cometapi = bot_process
+    url = bot.url + "/slack/events"
+    mention = json.dumps(slack.mention(GENERAL, ALICE, "hello")).encode()
+    good = signed(slack.signer, mention).headers
+    timestamp, signature = good["X-Slack-Request-Timestamp"], good["X-Slack-Signature"]
+    bad_headers: list[tuple[bytes, bytes]] = [
+        (signature.encode()[:-1] + "é".encode(), timestamp.encode()),
+        ("v0=é".encode(), timestamp.encode()),
+        (b"v0=\xff\xfe", timestamp.encode()),
+        (("v0=" + "ａ" * 64).encode(), timestamp.encode()),  # full-width letters
+        (signature.encode(), "١٧٠٠٠٠٠٠٠٠".encode()),  # Arabic-Indic digits
+        (signature.encode(), b"\xff"),
+        (signature.encode(), b"1e9"),
+        (signature.encode(), b"-1"),
+        (signature.encode(), b"9" * 5000),
+        (signature.encode(), b""),
+        (b"", timestamp.encode()),
+        (b"v1=" + signature.encode()[3:], timestamp.encode()),
+    ]
+    deep_json = _nested(100_000).encode()
+    deep_form = (
+        b"payload="
+        + urllib.parse.quote(
+            '{"type": "block_actions", "actions": ' + "[" * 100_000 + "]" * 100_000 + "}"
+        ).encode()
+    )
+    seen: list[tuple[str, int, int]] = []  # (case, wanted, got)
+    with httpx.Client(timeout=30) as http:
+
+        def post(case: str, wanted: int, body: Any, headers: Any) -> None:
+            seen.append((case, wanted, http.post(url, content=body, headers=headers).status_code))
+
+        challenge = signed(slack.signer, json.dumps(slack.payloads.url_verification()).encode())
+        post("control: Slack's own headers", 200, challenge.body, challenge.headers)
+        for sig, stamp in bad_headers:
+            headers = {
+                b"Content-Type": b"application/json",
+                b"X-Slack-Signature": sig,
+                b"X-Slack-Request-Timestamp": stamp,
+            }
+            post(f"headers {sig[:12]!r} {stamp[:12]!r}", 401, mention, headers)
+        for name, body in (("deep JSON", deep_json), ("deep payload=", deep_form)):
+            request = signed(slack.signer, body)
+            post(f"signed {name}", 400, request.body, request.headers)
+            # Unsigned, the body is never parsed: the signature check refuses it first.
+            forged = signed(SlackSigner("not-the-secret"), body)
+            post(f"forged {name}", 401, forged.body, forged.headers)
+        too_big = b"{" + b" " * (2 * 1024 * 1024) + b"}"
+        for name, request in (
+            ("signed", signed(slack.signer, too_big)),
+            ("unsigned", SignedRequest(too_big, {})),
+        ):
+            post(f"{name} 2 MB body", 413, request.body, request.headers)
+            # Streamed (chunked, no Content-Length): the limit holds as the body arrives.
+            chunks = iter([too_big[: 1 << 20], too_big[1 << 20 :]])
+            post(f"{name} 2 MB body, chunked", 413, chunks, request.headers)
+        wrong = [case for case in seen if case[1] != case[2]]
+        assert not wrong, "\n".join(f"{case}: wanted {w}, got {g}" for case, w, g in wrong)
+        idle(http, bot)
+        assert http.get(bot.health_url + "/readyz").status_code == 200
+    assert bot.alive
+    assert [c.method for c in slack.calls if c.method != "auth.test"] == []
+    assert cometapi.requests == []
+    assert "Traceback" not in bot.log, bot.log[-3000:]
