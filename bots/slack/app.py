@@ -422,8 +422,10 @@ class SlackHttpServer:
     other path is 404).
 
     Every request to `/slack/events` is checked against the signing secret before its
-    body is parsed: forged, stale or unsigned ones get 401 and nothing else happens; a
-    signed body that is not JSON or a form Slack sends gets 400; over 2 MB, 413."""
+    body is parsed: forged, stale or unsigned ones, and signature headers that are not
+    Slack's (non-ASCII, malformed, repeated), get 401 and nothing else happens; a signed
+    body that is not JSON or a form Slack sends (or nests deeper than the parser goes) gets
+    400; over 2 MB, 413. Bad input is never a 500."""
 
     def __init__(
         self,
