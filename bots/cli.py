@@ -128,9 +128,10 @@ def _parser() -> argparse.ArgumentParser:
         "--port",
         type=int,
         default=None,
-        help="with --http: the events port, also serving /healthz, /readyz, /metrics "
-        "(default HEALTH_PORT, else 3000); in Socket Mode: serve /healthz, /readyz, /metrics "
-        "on it (default HEALTH_PORT, else none)",
+        help="with --http: the events port, serving /slack/events (default 3000); "
+        "/healthz, /readyz, /metrics are then on HEALTH_PORT, or on this port too when "
+        "HEALTH_PORT is not set (local use); in Socket Mode: serve /healthz, /readyz, "
+        "/metrics on it (default HEALTH_PORT, else none)",
     )
 
     discord = commands.add_parser(

@@ -1,7 +1,8 @@
 """`/healthz`, `/readyz` and `/metrics` for every mode, on aiohttp.
 
-Slack's HTTP mode adds these routes to its events server; Socket Mode and Discord serve
-them on their own port (`--port`, or `HEALTH_PORT`).
+They are served on a port of their own (`HEALTH_PORT`; for Socket Mode and Discord also
+`--port`), never on Slack's public events port, except in Slack HTTP mode without
+`HEALTH_PORT` (local use), where the events server adds these routes.
 
 * `/healthz`: the process and its event loop answer (liveness).
 * `/readyz`: it can serve: not shutting down, Redis answers, and the adapter's own
@@ -59,7 +60,8 @@ def health_routes(
 
 
 class HealthServer:
-    """A small server with only the health routes (Slack Socket Mode, Discord)."""
+    """A small server with only the health routes, on `HEALTH_PORT` (or `--port` for Slack
+    Socket Mode and Discord)."""
 
     def __init__(
         self,
@@ -76,7 +78,11 @@ class HealthServer:
     async def start(self, host: str, port: int) -> int:
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await runner.setup()
-        await web.TCPSite(runner, host, port).start()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
         self._runner = runner
         self.port = int(runner.addresses[0][1])
         return self.port

@@ -1,7 +1,7 @@
 """deploy/ stays in step with the code and with itself: the image installs the way CI
 does and carries no build tooling; image, compose and Kubernetes agree on the health
-port, probes and commands; the kustomizations render and validate; the dashboard and
-alerts use metrics that exist."""
+port, probes and commands, and publish Slack's events port but never the health port;
+the kustomizations render and validate; the dashboard and alerts use metrics that exist."""
 
 from __future__ import annotations
 
@@ -31,9 +31,10 @@ KUSTOMIZATIONS = [
     DEPLOY / "k8s-overlays" / "discord-sharded",
 ]
 HEALTH_PORT = 8080
+EVENTS_PORT = 3000  # Slack HTTP mode's public port: /slack/events alone
 COMMANDS = {
     "slack": ["slack", "--port", "8080"],
-    "slack-http": ["slack", "--http", "--port", "8080"],
+    "slack-http": ["slack", "--http", "--port", "3000"],
     "discord": ["discord", "--port", "8080"],
 }
 BUILD_TOOLING = {"hatchling", "editables", "pathspec", "pluggy", "trove-classifiers"}
@@ -108,14 +109,15 @@ def test_the_python_image_is_a_pinned_current_patch_release() -> None:
 
 def test_image_compose_and_kubernetes_agree_on_port_probes_and_commands() -> None:
     # the image
-    assert _instruction("EXPOSE").split() == [str(HEALTH_PORT)]
+    assert _instruction("EXPOSE").split() == [str(EVENTS_PORT), str(HEALTH_PORT)]
     assert f"HEALTH_PORT={HEALTH_PORT}" in _instruction("ENV")
     probe = _instruction("HEALTHCHECK")
     assert "/healthz" in probe and f"or '{HEALTH_PORT}'" in probe  # empty HEALTH_PORT is fine
     assert json.loads(_instruction("CMD")) == COMMANDS["slack"]
     assert json.loads(_instruction("ENTRYPOINT")) == ["teambot"]
 
-    # compose: every bot on the health port, whatever ../.env says
+    # compose: every bot on the health port, whatever ../.env says; only Slack's events
+    # port is published (health and metrics stay inside)
     services = _compose()["services"]
     bots = {name: s for name, s in services.items() if name != "redis"}
     assert set(bots) == set(COMMANDS)
@@ -123,8 +125,8 @@ def test_image_compose_and_kubernetes_agree_on_port_probes_and_commands() -> Non
         assert service["command"] == COMMANDS[name], name
         assert service["environment"]["HEALTH_PORT"] == str(HEALTH_PORT)
         assert "healthcheck" not in service  # the image's probe
-        for mapping in service.get("ports", []):
-            assert mapping.endswith(f":{HEALTH_PORT}")
+        wanted = [f"{EVENTS_PORT}:{EVENTS_PORT}"] if name == "slack-http" else []
+        assert service.get("ports", []) == wanted, name
 
     # Kubernetes, base and overlays
     for directory in KUSTOMIZATIONS:
@@ -133,13 +135,19 @@ def test_image_compose_and_kubernetes_agree_on_port_probes_and_commands() -> Non
             (container,) = pod["spec"]["containers"]
             mode = container["args"][0] + ("-http" if "--http" in container["args"] else "")
             assert container["args"] == COMMANDS[mode], deployment["metadata"]["name"]
-            assert container["ports"] == [{"name": "health", "containerPort": HEALTH_PORT}]
+            ports = [{"name": "health", "containerPort": HEALTH_PORT}]
+            if mode == "slack-http":
+                ports.append({"name": "http", "containerPort": EVENTS_PORT})
+            assert container["ports"] == ports
             env = {e["name"]: e.get("value") for e in container["env"]}
             assert env["HEALTH_PORT"] == str(HEALTH_PORT)
             assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
             assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
             assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(HEALTH_PORT)
             assert pod["spec"]["securityContext"]["runAsUser"] == 10001  # the image's user
+        for service in [d for d in render(directory) if d["kind"] == "Service"]:
+            for port in service["spec"]["ports"]:  # never the health port (/metrics)
+                assert port["targetPort"] not in ("health", HEALTH_PORT), directory
 
 
 def test_compose_starts_only_the_platforms_asked_for() -> None:
@@ -219,7 +227,8 @@ def test_slack_http_overlay_has_replicas_a_service_and_tls() -> None:
     (slack,) = [d for d in _deployments(docs) if d["metadata"]["name"] == "teambot-slack"]
     assert slack["spec"]["replicas"] == 2
     (service,) = [d for d in docs if d["kind"] == "Service"]
-    assert service["spec"]["ports"][0]["targetPort"] == "health"
+    # the events port only: the health port (probes, /metrics) is not exposed
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
     (ingress,) = [d for d in docs if d["kind"] == "Ingress"]
     tls_hosts = {h for entry in ingress["spec"]["tls"] for h in entry["hosts"]}
     rule = ingress["spec"]["rules"][0]

@@ -316,6 +316,49 @@ async def test_events_during_shutdown_are_left_for_slack_to_retry(
     assert [m for m in slack.thread(GENERAL, late["event"]["ts"]) if m.user == BOT] == []
 
 
+async def test_with_health_port_the_events_port_serves_events_alone(
+    redis_url: str, key_prefix: str, cometapi: FakeCometAPI, slack: FakeSlack
+) -> None:
+    health_port = _free_port()
+    settings = slack_settings(redis_url, key_prefix, cometapi, slack, health_port=health_port)
+    health = f"http://127.0.0.1:{health_port}"
+    async with running(settings, slack, cometapi) as harness:
+        for path in ("/metrics", "/healthz", "/readyz"):
+            async with harness.http.get(harness.base + path) as res:
+                assert res.status == 404, path
+            async with harness.http.get(health + path) as res:
+                assert res.status == 200, path
+        async with harness.http.get(health + "/metrics") as res:
+            assert "# TYPE teambot_replies_total counter" in await res.text()
+        async with harness.http.post(health + "/slack/events", data=b"{}") as res:
+            assert res.status == 404
+        challenge = harness.p.url_verification()
+        status, body = await harness.post(harness.slack.signer.json_request(challenge))
+        assert (status, challenge["challenge"] in body) == (200, True)
+        cometapi.script(GPT, Reply("slow", delay=0.6))
+        assert await harness.send(slack.mention(GENERAL, ALICE, "answer slowly")) == 200
+        await asyncio.sleep(0.05)
+        harness.stop.set()  # SIGTERM: the health port says so while the answer finishes
+        await asyncio.sleep(0.05)
+        async with harness.http.get(health + "/readyz") as res:
+            assert res.status == 503
+
+
+async def test_health_port_and_events_port_must_differ(
+    redis_url: str, key_prefix: str, cometapi: FakeCometAPI, slack: FakeSlack
+) -> None:
+    port = _free_port()
+    settings = slack_settings(redis_url, key_prefix, cometapi, slack, health_port=port)
+    with pytest.raises(ConfigError, match=f"HEALTH_PORT {port} is also the events port"):
+        await run_slack(settings, http=True, host="127.0.0.1", port=port)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 async def test_a_busy_port_is_a_plain_error(
     redis_url: str, key_prefix: str, cometapi: FakeCometAPI, slack: FakeSlack
 ) -> None:

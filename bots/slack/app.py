@@ -2,9 +2,11 @@
 
 * Socket Mode (`SLACK_APP_TOKEN` set, no `--http`): no public URL needed.
 * HTTP (`--http`): `POST /slack/events` takes the Events API, slash commands and
-  interactivity, each checked against `SLACK_SIGNING_SECRET` (forged or stale: 401);
-  `GET /healthz` says the process is up, `GET /readyz` that Redis answers and Slack
-  accepted the token.
+  interactivity, each checked against `SLACK_SIGNING_SECRET` (forged or stale: 401) on
+  the events port (`--port`, default 3000). `GET /healthz` says the process is up,
+  `GET /readyz` that Redis answers and Slack accepted the token, `GET /metrics` is the
+  Prometheus page: on `HEALTH_PORT` when it is set (as in deploy/), so the public port
+  serves `/slack/events` alone; without it, on the events port too (local use only).
 
 Listeners only hand work to `SlackBot`, which starts it in the background, so every
 request is acknowledged at once (`process_before_response=True` makes Bolt answer when the
@@ -17,10 +19,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import signal
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -63,6 +66,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
+# The signature headers as Slack sends them; anything else is refused before the SDK sees it.
+_TIMESTAMP = re.compile(r"[0-9]{1,12}", re.ASCII)
+_SIGNATURE = re.compile(r"v0=[0-9a-f]{64}", re.ASCII)
+EVENTS_PORT = 3000  # HTTP mode's events port when --port is not given
+MAX_BODY_BYTES = 2 * 1024 * 1024  # a larger request body is refused with 413
 
 
 def retry_handlers() -> list[AsyncRetryHandler]:
@@ -381,7 +389,8 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
 def well_formed_body(body: str, content_type: str) -> bool:
     """The outer shape of what Slack posts: a JSON object whose `type` is a string and
     whose `event`, if any, is an object; or a form whose `payload`, if any, is a JSON
-    object. Checked before Bolt sees the request (Bolt's middleware assumes it)."""
+    object. Checked before Bolt sees the request (Bolt's middleware assumes it). JSON
+    nested deeper than the parser's recursion limit is malformed too."""
     try:
         if content_type == "application/json":
             data = json.loads(body)
@@ -395,7 +404,7 @@ def well_formed_body(body: str, content_type: str) -> bool:
             payload = json.loads(fields["payload"][0])
             return isinstance(payload, dict) and isinstance(payload.get("type"), str)
         return "command" in fields or "ssl_check" in fields
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
 
 
@@ -419,26 +428,33 @@ class _DropMessages(logging.Filter):
 
 
 class SlackHttpServer:
-    """aiohttp server for HTTP mode: `/slack/events`, `/healthz`, `/readyz`, `/metrics`.
+    """aiohttp server for HTTP mode: `/slack/events`, and with `with_health` also
+    `/healthz`, `/readyz` and `/metrics` (only when no `HEALTH_PORT` serves those; any
+    other path is 404).
 
     Every request to `/slack/events` is checked against the signing secret before its
-    body is parsed: forged, stale or unsigned ones get 401 and nothing else happens; a
-    signed body that is not JSON or a form Slack sends gets 400; over 2 MB, 413."""
+    body is parsed: forged, stale or unsigned ones, and signature headers that are not
+    Slack's (non-ASCII, malformed, repeated), get 401 and nothing else happens; a signed
+    body that is not JSON or a form Slack sends (or nests deeper than the parser goes) gets
+    400; over 2 MB, 413. Bad input is never a 500."""
 
     def __init__(
-        self, app: AsyncApp, bot: SlackBot, *, signing_secret: str, path: str = EVENTS_PATH
+        self,
+        app: AsyncApp,
+        bot: SlackBot,
+        *,
+        signing_secret: str,
+        path: str = EVENTS_PATH,
+        with_health: bool = True,
     ) -> None:
         self.app = app
         self.bot = bot
         self.verifier = SignatureVerifier(signing_secret)
         self.draining = False
-        self.web = web.Application(client_max_size=2 * 1024 * 1024)
-        self.web.add_routes(
-            [
-                web.post(path, self._events),
-                *health_routes(bot.engine, draining=lambda: self.draining),
-            ]
-        )
+        self.web = web.Application(client_max_size=MAX_BODY_BYTES)
+        self.web.add_routes([web.post(path, self._events)])
+        if with_health:
+            self.web.add_routes(health_routes(bot.engine, draining=lambda: self.draining))
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -454,7 +470,7 @@ class SlackHttpServer:
         except UnicodeDecodeError:
             # Slack signs UTF-8 text: a body that is not cannot pass the signature check.
             return web.json_response({"error": "unverifiable request body"}, status=401)
-        if not self._signed(body, request.headers):
+        if not self._signed(body, request):
             return web.json_response({"error": "invalid request signature"}, status=401)
         if not well_formed_body(body, request.content_type):
             log.info("malformed Slack request refused")
@@ -462,7 +478,7 @@ class SlackHttpServer:
         try:
             bolt_request = await to_bolt_request(request)
             bolt_response = await self.app.async_dispatch(bolt_request)
-        except (ValueError, TypeError, KeyError, AttributeError) as error:
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
             log.info("malformed Slack request refused: %s", type(error).__name__)
             return web.json_response({"error": "malformed request"}, status=400)
         if bolt_response.status >= 500:
@@ -473,17 +489,30 @@ class SlackHttpServer:
         metrics.ACK_SECONDS.labels("slack").observe(time.perf_counter() - started)
         return await to_aiohttp_response(bolt_response)
 
-    def _signed(self, body: str, headers: Mapping[str, str]) -> bool:
+    def _signed(self, body: str, request: web.Request) -> bool:
+        """The signature headers are exactly as Slack sends them (one of each, ASCII: a
+        decimal timestamp, `v0=` and 64 hex digits) and the signature matches. Anything
+        else is refused here: the SDK's check raises on non-ASCII headers (a 500)."""
+        timestamps = request.headers.getall("X-Slack-Request-Timestamp", [])
+        signatures = request.headers.getall("X-Slack-Signature", [])
+        if len(timestamps) != 1 or len(signatures) != 1:
+            return False
+        [timestamp], [signature] = timestamps, signatures
+        if not _TIMESTAMP.fullmatch(timestamp) or not _SIGNATURE.fullmatch(signature):
+            return False
         try:
-            return self.verifier.is_valid_request(body, headers)
-        except ValueError:  # a timestamp that is not a number
+            return self.verifier.is_valid(body, timestamp, signature)
+        except (ValueError, TypeError):  # not expected after the checks above
             return False
 
     async def start(self, host: str, port: int) -> int:
         runner = web.AppRunner(self.web, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
         self._runner = runner
         address = runner.addresses[0]
         self.port = int(address[1])
@@ -507,10 +536,11 @@ async def run_slack(
 ) -> int:
     """Run until SIGINT/SIGTERM (or `stop` is set); then wait for answers in flight.
 
-    HTTP mode serves events, `/healthz`, `/readyz` and `/metrics` on `port` (default
-    `HEALTH_PORT`, else 3000); Socket Mode serves the last three on `port` or
-    `HEALTH_PORT` when either is set. `started(bot, port)` is called once serving (tests
-    use it with `stop`)."""
+    HTTP mode serves `/slack/events` on `port` (default 3000), and `/healthz`, `/readyz`
+    and `/metrics` on `HEALTH_PORT`; without `HEALTH_PORT`, on `port` as well (for local
+    use: a public port should not serve metrics). Socket Mode serves the last three on
+    `port` or `HEALTH_PORT` when either is set. `started(bot, port)` is called once
+    serving, with the events port in HTTP mode (tests use it with `stop`)."""
     settings.require("slack_bot_token")
     if http:
         settings.require("slack_signing_secret")
@@ -538,23 +568,40 @@ async def run_slack(
             app = build_bolt_app(
                 bot, signing_secret=settings.slack_signing_secret.get_secret_value()
             )
+            wanted = port if port is not None else EVENTS_PORT
+            health_port = settings.health_port
+            if health_port is not None and health_port == wanted:
+                raise ConfigError(
+                    f"HEALTH_PORT {health_port} is also the events port: give --port "
+                    "another one (the events port must not serve /metrics)."
+                )
             server = SlackHttpServer(
-                app, bot, signing_secret=settings.slack_signing_secret.get_secret_value()
+                app,
+                bot,
+                signing_secret=settings.slack_signing_secret.get_secret_value(),
+                with_health=health_port is None,
             )
+            health = HealthServer(engine, draining=lambda: server.draining)
             try:
-                wanted = port if port is not None else (settings.health_port or 3000)
                 bound = await server.start(host, wanted)
+                if health_port is not None:
+                    health_port = await health.start(host, health_port)
             except OSError as error:
-                raise ConfigError(f"Cannot listen on {host}:{port}: {error.strerror}.") from None
+                await server.stop()
+                failed = wanted if server.port is None else health_port
+                raise ConfigError(f"Cannot listen on {host}:{failed}: {error.strerror}.") from None
             log.info("serving Slack events on http://%s:%d%s", host, bound, EVENTS_PATH)
+            if health_port is not None:
+                log.info("serving /healthz, /readyz, /metrics on port %d", health_port)
             if started is not None:
                 started(bot, bound)
             await stop.wait()
             # New events get 503 (Slack retries them), /readyz says so; answers in flight
-            # are finished before the port closes.
+            # are finished before the ports close.
             server.draining = True
             await bot.shutdown(settings.shutdown_grace_seconds)
             await server.stop()
+            await health.stop()
         else:
             assert settings.slack_app_token is not None
             app = build_bolt_app(bot, signing_secret=None)

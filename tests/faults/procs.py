@@ -42,7 +42,15 @@ class BotProcess:
 
     @property
     def url(self) -> str:
+        """The Slack events port."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def health_url(self) -> str:
+        """Where /healthz, /readyz and /metrics are: `HEALTH_PORT` when the environment
+        sets it, else the events port."""
+        health_port = self.env.get("HEALTH_PORT")
+        return f"http://127.0.0.1:{health_port}" if health_port else self.url
 
     @property
     def log(self) -> str:
@@ -70,7 +78,7 @@ class BotProcess:
                 if self.process.returncode is not None:
                     raise AssertionError(f"{self.name} exited at start-up:\n{self.log}")
                 with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(self.url + "/readyz") as response:
+                    async with http.get(self.health_url + "/readyz") as response:
                         if response.status == 200:
                             return
                 await asyncio.sleep(0.1)
@@ -206,7 +214,7 @@ async def round_robin(backends: list[str]) -> AsyncIterator[str]:
 
 def bot_env(**values: Any) -> dict[str, str]:
     """A child's environment: only what teambot needs (nothing from the developer's shell
-    configuration leaks in)."""
+    configuration leaks in), running this checkout's code."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),
@@ -215,6 +223,8 @@ def bot_env(**values: Any) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         # bursts from one test user are what these tests send; the limit has its own tests
         "USER_RATE_LIMIT": "off",
+        # the code of this checkout, whichever one the installed package points at
+        "PYTHONPATH": str(ROOT),
     }
     env.update({key.upper(): str(value) for key, value in values.items()})
     return env

@@ -13,6 +13,7 @@ import hmac
 import json
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 
 from tests.fakes.cometapi import FakeCometAPI
 from tests.fakes.slack_api import FakeSlack, SignedRequest, SlackSigner
-from tests.faults.procs import BotProcess, bot_env
+from tests.faults.procs import BotProcess, bot_env, free_port
 from tests.support import API_KEY
 from tests.test_slack_harness import ALICE, GENERAL, seed
 
@@ -114,6 +115,7 @@ def bot_process(
             slack_bot_token="xoxb-test-token-0001",
             slack_signing_secret=slack.signing_secret,
             slack_api_url=slack.api_url,
+            health_port=free_port(),  # as deployed: probes and metrics on a port of their own
         )
         bot = BotProcess(env, name="fuzzed")
         await bot.start()
@@ -152,7 +154,7 @@ def signed(signer: SlackSigner, body: bytes) -> SignedRequest:
 def idle(http: httpx.Client, bot: BotProcess) -> None:
     """Until the bot has nothing in flight (its /readyz tells)."""
     for _ in range(200):
-        if http.get(bot.url + "/readyz").json().get("in_flight") == 0:
+        if http.get(bot.health_url + "/readyz").json().get("in_flight") == 0:
             return
         time.sleep(0.02)
     raise AssertionError("the bot never became idle")
@@ -191,7 +193,7 @@ def test_fuzzed_bodies_never_crash_the_endpoint(
         assert 401 in statuses
         assert bot.alive
         # the process is still healthy
-        assert http.get(bot.url + "/readyz").status_code == 200
+        assert http.get(bot.health_url + "/readyz").status_code == 200
         huge = json.dumps({"type": "event_callback", "event": {"text": "x" * 3_000_000}})
         request = signed(slack.signer, huge.encode())
         assert http.post(url, content=request.body, headers=request.headers).status_code == 413
@@ -208,6 +210,11 @@ def test_fuzzed_bodies_never_crash_the_endpoint(
         )
         assert odd.status_code == 401
         assert http.get(url).status_code == 405
+        # The events port serves the events alone; probes and metrics are on HEALTH_PORT.
+        for path in ("/metrics", "/healthz", "/readyz"):
+            assert http.get(bot.url + path).status_code == 404, path
+            assert http.get(bot.health_url + path).status_code == 200, path
+        assert http.post(bot.health_url + "/slack/events", content=b"{}").status_code == 404
     assert cometapi.requests == [] or all(not r.rejected for r in cometapi.requests)
     # No crash: failures that were logged are the bot telling Slack-side refusals apart
     # (a fuzzed event names a thread that does not exist), never a parsing error.
@@ -215,3 +222,79 @@ def test_fuzzed_bodies_never_crash_the_endpoint(
         line for line in bot.log.splitlines() if "Traceback" in line and "SlackApiError" not in line
     ]
     assert crashes == [], "\n".join(crashes[:3])
+
+
+def _nested(depth: int) -> str:
+    """A JSON object whose `event` holds lists nested `depth` deep."""
+    return '{"type": "event_callback", "event": {"x": ' + "[" * depth + "]" * depth + "}}"
+
+
+def test_bad_headers_and_hostile_bodies_are_refused_with_4xx(
+    bot_process: tuple[BotProcess, FakeSlack, FakeCometAPI],
+) -> None:
+    """What a client sees for headers that are not Slack's, bodies nested beyond any
+    parser's depth, and bodies over the size limit: 401, 400 and 413, never a 500."""
+    bot, slack, cometapi = bot_process
+    url = bot.url + "/slack/events"
+    mention = json.dumps(slack.mention(GENERAL, ALICE, "hello")).encode()
+    good = signed(slack.signer, mention).headers
+    timestamp, signature = good["X-Slack-Request-Timestamp"], good["X-Slack-Signature"]
+    bad_headers: list[tuple[bytes, bytes]] = [
+        (signature.encode()[:-1] + "é".encode(), timestamp.encode()),
+        ("v0=é".encode(), timestamp.encode()),
+        (b"v0=\xff\xfe", timestamp.encode()),
+        (("v0=" + "ａ" * 64).encode(), timestamp.encode()),  # full-width letters
+        (signature.encode(), "١٧٠٠٠٠٠٠٠٠".encode()),  # Arabic-Indic digits
+        (signature.encode(), b"\xff"),
+        (signature.encode(), b"1e9"),
+        (signature.encode(), b"-1"),
+        (signature.encode(), b"9" * 5000),
+        (signature.encode(), b""),
+        (b"", timestamp.encode()),
+        (b"v1=" + signature.encode()[3:], timestamp.encode()),
+    ]
+    deep_json = _nested(100_000).encode()
+    deep_form = (
+        b"payload="
+        + urllib.parse.quote(
+            '{"type": "block_actions", "actions": ' + "[" * 100_000 + "]" * 100_000 + "}"
+        ).encode()
+    )
+    seen: list[tuple[str, int, int]] = []  # (case, wanted, got)
+    with httpx.Client(timeout=30) as http:
+
+        def post(case: str, wanted: int, body: Any, headers: Any) -> None:
+            seen.append((case, wanted, http.post(url, content=body, headers=headers).status_code))
+
+        challenge = signed(slack.signer, json.dumps(slack.payloads.url_verification()).encode())
+        post("control: Slack's own headers", 200, challenge.body, challenge.headers)
+        for sig, stamp in bad_headers:
+            headers = {
+                b"Content-Type": b"application/json",
+                b"X-Slack-Signature": sig,
+                b"X-Slack-Request-Timestamp": stamp,
+            }
+            post(f"headers {sig[:12]!r} {stamp[:12]!r}", 401, mention, headers)
+        for name, body in (("deep JSON", deep_json), ("deep payload=", deep_form)):
+            request = signed(slack.signer, body)
+            post(f"signed {name}", 400, request.body, request.headers)
+            # Unsigned, the body is never parsed: the signature check refuses it first.
+            forged = signed(SlackSigner("not-the-secret"), body)
+            post(f"forged {name}", 401, forged.body, forged.headers)
+        too_big = b"{" + b" " * (2 * 1024 * 1024) + b"}"
+        for name, request in (
+            ("signed", signed(slack.signer, too_big)),
+            ("unsigned", SignedRequest(too_big, {})),
+        ):
+            post(f"{name} 2 MB body", 413, request.body, request.headers)
+            # Streamed (chunked, no Content-Length): the limit holds as the body arrives.
+            chunks = iter([too_big[: 1 << 20], too_big[1 << 20 :]])
+            post(f"{name} 2 MB body, chunked", 413, chunks, request.headers)
+        wrong = [case for case in seen if case[1] != case[2]]
+        assert not wrong, "\n".join(f"{case}: wanted {w}, got {g}" for case, w, g in wrong)
+        idle(http, bot)
+        assert http.get(bot.health_url + "/readyz").status_code == 200
+    assert bot.alive
+    assert [c.method for c in slack.calls if c.method != "auth.test"] == []
+    assert cometapi.requests == []
+    assert "Traceback" not in bot.log, bot.log[-3000:]
