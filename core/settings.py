@@ -298,6 +298,15 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def read_timeout(self) -> float:
+        """The longest one read from a peer may wait for its next bytes: a stream's chunks
+        come within FIRST_TOKEN_TIMEOUT (the first) or IDLE_TIMEOUT (the others), and
+        nothing waits past TOTAL_TIMEOUT. A long answer whose chunks keep coming is not
+        cut; a peer that stops sending (a body that stalls, a download that hangs) is
+        given up."""
+        return min(max(self.first_token_timeout, self.idle_timeout), self.total_timeout)
+
+    @property
     def base_url(self) -> str:
         return str(self.cometapi_base_url).rstrip("/")
 
