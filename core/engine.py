@@ -84,7 +84,7 @@ class Outcome(StrEnum):
     STOPPED = "stopped"
 
 
-class Engine(SummaryMixin, ApprovalMixin, ModelCallsMixin):
+class Engine(ModelCallsMixin, SummaryMixin, ApprovalMixin):
     def __init__(
         self,
         settings: Settings,
