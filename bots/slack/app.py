@@ -43,16 +43,18 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.health import HealthServer, health_routes
-from bots.slack.bot import SHARE_ACTION, SUMMARIZE_SHORTCUT, SlackBot, parse_window
+from bots.slack.bot import SlackBot
 from bots.slack.format import (
     APPROVE_ACTION,
     DENY_ACTION,
     FEEDBACK_ACTION,
     FEEDBACK_REASON_VIEW,
+    SHARE_ACTION,
     safe_mrkdwn,
 )
 from bots.slack.history import Identity
 from bots.slack.panels import SETTINGS_VIEW
+from bots.slack.summaries import SUMMARIZE_SHORTCUT, parse_window
 from core import ConfigError, Engine, Settings, metrics
 
 __all__ = [
@@ -172,12 +174,13 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
     @app.event("assistant_thread_started")
     async def on_thread_started(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
         bot.spawn(
-            bot.on_assistant_thread_started(event, team(body, context)), name="slack:agent-thread"
+            bot.agent.on_assistant_thread_started(event, team(body, context)),
+            name="slack:agent-thread",
         )
 
     @app.event("assistant_thread_context_changed")
     async def on_context_changed(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
-        await bot.on_assistant_context_changed(event, team(body, context))
+        await bot.agent.on_assistant_context_changed(event, team(body, context))
 
     @app.event("agent_session_stopped")
     async def on_session_stopped(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
@@ -231,7 +234,7 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
         where = f"<#{window.channel}>" if window.channel else "this conversation"
         await ack(text=safe_mrkdwn(f"Reading {where} ({window.label})…"), response_type="ephemeral")
         bot.spawn(
-            bot.summarize_channel(
+            bot.summaries.summarize_channel(
                 team(command, context),
                 str(command["user_id"]),
                 str(command["channel_id"]),
@@ -280,7 +283,7 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
             return
         await ack()
         bot.spawn(
-            bot.open_settings(
+            bot.admin.open_settings(
                 team(command, context),
                 str(command["user_id"]),
                 str(command.get("channel_id") or ""),
@@ -296,7 +299,7 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
         ack: Callable[..., Awaitable[None]], body: dict[str, Any], view: dict[str, Any]
     ) -> None:
         user = str((body.get("user") or {}).get("id") or "")
-        errors = await bot.save_settings(user, view)
+        errors = await bot.admin.save_settings(user, view)
         if errors:
             await ack(response_action="errors", errors=errors)
         else:
@@ -306,7 +309,9 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
     async def on_home(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
         if event.get("tab", "home") != "home" or not event.get("user"):
             return
-        bot.spawn(bot.publish_home(team(body, context), str(event["user"])), name="slack:home")
+        bot.spawn(
+            bot.admin.publish_home(team(body, context), str(event["user"])), name="slack:home"
+        )
 
     @app.command("/forget")
     async def on_forget(
@@ -340,7 +345,7 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
         root = str(message.get("thread_ts") or message.get("ts") or shortcut.get("message_ts"))
         user = str((shortcut.get("user") or {}).get("id") or "") or None
         bot.spawn(
-            bot.summarize_thread(
+            bot.summaries.summarize_thread(
                 team(shortcut, context), channel, root, user=user, respond=respond
             ),
             name=f"slack:shortcut:{channel}:{root}",
@@ -378,7 +383,7 @@ def build_bolt_app(bot: SlackBot, *, signing_secret: str | None) -> AsyncApp:
         await ack()
         user = str((body.get("user") or {}).get("id") or "")
         bot.spawn(
-            bot.share_summary(str(action.get("value") or ""), user, respond),
+            bot.summaries.share_summary(str(action.get("value") or ""), user, respond),
             name="slack:share-summary",
             respond=respond,
         )
