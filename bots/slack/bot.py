@@ -1,5 +1,10 @@
 """What the Slack bot does with each event, command and shortcut.
 
+`SlackBot` handles conversations, feedback, approvals, Stop and `/forget` itself, and
+holds the parts that have a module of their own: `summaries` (`/summarize`, the
+*Summarize thread* shortcut, Share), `agent` (Slack's agent threads), `admin` (the
+settings modal, the Home tab) and `knowledge` (`/recap`, history search).
+
 Every entry point (`on_*`) returns at once: it only decides whether there is work and
 starts it as a tracked background task, so Bolt acknowledges Slack's request within
 milliseconds and shutdown can wait for the work in flight.
@@ -23,28 +28,26 @@ The message identity `channel:ts` is the engine's event id, so the `app_mention`
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import logging
-import math
 import re
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import SecretStr
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.slack.admin import SlackAdmin
+from bots.slack.agent import SlackAgentThreads
 from bots.slack.format import (
     REASON_BLOCK,
     REASON_INPUT,
     SHARE_ACTION,
     feedback_reason_view,
     safe_mrkdwn,
-    summary_blocks,
 )
 from bots.slack.history import (
     Directory,
@@ -55,13 +58,11 @@ from bots.slack.history import (
     is_own,
 )
 from bots.slack.knowledge import SlackKnowledge
-from bots.slack.panels import home_view, settings_changes, settings_view
 from bots.slack.sink import STREAM_INTERVAL, UPDATE_INTERVAL, slack_pacers, slack_reply
+from bots.slack.summaries import SUMMARIZE_SHORTCUT, SlackSummaries, Window, parse_window
 from core import (
     Author,
     ChatMessage,
-    CollectingSink,
-    ConfigError,
     ConversationKey,
     Engine,
     Incoming,
@@ -70,12 +71,12 @@ from core import (
     PagedReply,
     ReplySink,
     Settings,
-    StructuredSummary,
-    Summary,
     bind,
     log_context,
 )
 
+# SHARE_ACTION, SUMMARIZE_SHORTCUT, Window and parse_window live in `format` and
+# `summaries`; they stay importable from here.
 __all__ = [
     "SHARE_ACTION",
     "SUMMARIZE_SHORTCUT",
@@ -87,9 +88,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SUMMARIZE_SHORTCUT = "summarize_thread"
-DEFAULT_HOURS = 24.0
-MAX_HOURS = 24.0 * 7
 
 Respond = Callable[..., Awaitable[Any]]
 
@@ -111,76 +109,6 @@ FORGET_REFUSED = (
     "Only workspace admins and owners, and the channel's creator, can make me forget a "
     "whole channel. To erase one conversation, say `@{name} forget` in its thread."
 )
-
-
-# --- parsing -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """What `/summarize` was asked for."""
-
-    channel: str | None
-    hours: float
-
-    @property
-    def label(self) -> str:
-        hours = f"{self.hours:g}"
-        return f"last {hours} hour{'s' if self.hours != 1 else ''}"
-
-
-SUMMARIZE_USAGE = (
-    "Usage: `/summarize [#channel] [hours]`, e.g. `/summarize`, `/summarize 8` or "
-    "`/summarize #design 48`. Hours default to 24, at most 168 (a week)."
-)
-
-_SUMMARIZE_VIEWED = re.compile(
-    r"\bsummari[sz]e\b.*\b(this|the|that)\s+channel\b", re.IGNORECASE | re.DOTALL
-)
-_CHANNEL_REF = re.compile(r"^<#([CGD][A-Z0-9]+)(?:\|[^>]*)?>$")
-_AMOUNT = re.compile(r"^(\d+(?:\.\d+)?)(h|hr|hrs|hours?|d|days?)?$", re.IGNORECASE)
-
-
-def parse_window(text: str) -> Window:
-    """Parse `/summarize`'s text; ValueError with a message for the user."""
-    channel: str | None = None
-    hours: float | None = None
-    tokens = text.split()
-    index = 0
-    while index < len(tokens):
-        token = tokens[index]
-        index += 1
-        ref = _CHANNEL_REF.match(token)
-        if ref and channel is None:
-            channel = ref.group(1)
-            continue
-        if re.fullmatch(r"[CGD][A-Z0-9]{8,}", token) and channel is None:
-            channel = token
-            continue
-        amount = _AMOUNT.match(token)
-        if amount and hours is None:
-            value, unit = float(amount.group(1)), (amount.group(2) or "").lower()
-            if (
-                not unit
-                and index < len(tokens)
-                and re.fullmatch(r"(h|hr|hrs|hours?|d|days?)", tokens[index], re.IGNORECASE)
-            ):
-                unit = tokens[index].lower()
-                index += 1
-            hours = value * 24 if unit.startswith("d") else value
-            continue
-        if token.startswith("#"):
-            raise ValueError(
-                f"I couldn't find the channel {token}. Pick it from Slack's suggestions as "
-                "you type, so it becomes a link."
-            )
-        raise ValueError(SUMMARIZE_USAGE)
-    if hours is None:
-        hours = DEFAULT_HOURS
-    if not 0 < hours <= MAX_HOURS:
-        raise ValueError(f"I can summarize from 1 up to {MAX_HOURS:g} hours back.")
-    # Whole hours, rounded up: "23.9" and "24" share one cached summary.
-    return Window(channel, float(max(1, math.ceil(hours - 1e-9))))
 
 
 def slack_position(ts: str) -> int:
@@ -241,9 +169,13 @@ class SlackBot:
         self.pacers = slack_pacers(update_interval, stream_interval)
         self.directory = Directory(client, engine.cache_get, engine.cache_set, identity.team_id)
         self.reader = SlackReader(client, self.directory, identity)
+        help_text = HELP.format(name=identity.name)
         self.knowledge = SlackKnowledge(self)
+        self.summaries = SlackSummaries(self)
+        self.admin = SlackAdmin(self, help_text)
+        self.agent = SlackAgentThreads(self)
         engine.knowledge.attach("slack", history=self.knowledge, recaps=self.knowledge)
-        self.intake = Intake(engine, help_text=HELP.format(name=identity.name), reopen=self._reopen)
+        self.intake = Intake(engine, help_text=help_text, reopen=self._reopen)
         # Summaries and commands other than answers run a bounded number at a time.
         self._slots = engine.slow_slots  # core's pool, apart from replies
         self._token = settings.slack_bot_token or SecretStr("")
@@ -288,7 +220,7 @@ class SlackBot:
             return
         if event.get("channel_type") == "im":
             if self._wanted(event, addressed=True):
-                if await self._agent_thread_turn(event, team_id):
+                if await self.agent.thread_turn(event, team_id):
                     return
                 await self._submit(event, team_id, addressed=True)
             return
@@ -343,7 +275,7 @@ class SlackBot:
             return await self.reader.chat_messages(raw, transcript=True, channel=channel)
 
         async def open_sink(_incoming: Incoming) -> ReplySink:
-            reply = self._reply(channel, root, user=user or None, team=team)
+            reply = self.reply_in(channel, root, user=user or None, team=team)
             await reply.status("")  # "is thinking…" at once
             return reply
 
@@ -398,229 +330,7 @@ class SlackBot:
 
         self.engine.spawn(edited(), name=f"edited:{channel}:{message['ts']}")
 
-    # --- summaries ------------------------------------------------------------------------
-
-    async def summarize_thread(
-        self,
-        team_id: str,
-        channel: str,
-        root: str,
-        *,
-        user: str | None = None,
-        respond: Respond | None = None,
-    ) -> None:
-        """The message shortcut: a summary of a whole thread (read once, paginated), posted
-        in the thread."""
-        try:
-            raw = await self.reader.thread(channel, root)
-        except SlackApiError as error:
-            code = error.response.get("error")
-            log.info("thread %s/%s not readable: %s", channel, root, code)
-            message = _read_refusal(code, self.identity.name)
-            if respond is not None:
-                await respond(
-                    text=safe_mrkdwn(message), response_type="ephemeral", replace_original=False
-                )
-            return
-        reply = self._reply(channel, root, user=user, stream=False)
-        messages = await self.reader.chat_messages(raw, transcript=True, channel=channel)
-        scope = ConversationKey("slack", team_id, channel, f"{root}#summary")
-        summary = await self.engine.summarize(
-            scope, messages, reply, heading="Thread summary", show=False
-        )
-        if summary is not None:
-            await reply.show_summary(summary, summary.markdown())
-
-    async def summarize_channel(
-        self,
-        team_id: str,
-        user_id: str,
-        asked_from: str,
-        window: Window,
-        respond: Respond,
-        *,
-        asked_from_name: str = "",
-    ) -> None:
-        """`/summarize`: the channel's recent messages, thread replies included; the result
-        is shown only to the asker, with a button to share it."""
-        channel = window.channel or asked_from
-
-        async def say(text: str) -> None:
-            await respond(text=safe_mrkdwn(text, user_id), replace_original=True)
-
-        try:
-            access = await self.reader.access(
-                user_id, channel, asked_from=asked_from, asked_from_name=asked_from_name
-            )
-            if not access.allowed:
-                await say(access.reason)
-                return
-            oldest = time.time() - window.hours * 3600
-            raw, notes = await self.reader.channel_window(channel, oldest)
-        except SlackApiError as error:
-            await say(_read_refusal(error.response.get("error"), self.identity.name))
-            return
-        where = f"<#{channel}>" if not channel.startswith("D") else "this conversation"
-        messages = await self.reader.chat_messages(raw, transcript=True, channel=channel)
-        if not messages:
-            await say(f"Nothing was said in {where} in the {window.label}.")
-            return
-        scope = ConversationKey("slack", team_id, channel, f"#window:{window.hours:g}h")
-        collected = CollectingSink()
-        title = f"#{access.name} — {window.label}" if not channel.startswith("D") else window.label
-        summary = await self.engine.summarize(scope, messages, collected, heading=title, show=False)
-        if summary is None:
-            await say(f":warning: {collected.error or collected.text}")
-            return
-        share_id = secrets.token_urlsafe(12)
-        record = json.dumps(
-            {
-                "channel": channel,
-                "user": user_id,
-                "title": summary.title,
-                "count": summary.count,
-                "data": summary.data.model_dump(),
-                "notes": notes,
-            }
-        )
-        await self.engine.cache_set("slack-summary", share_id, record, 24 * 3600)
-        text, blocks = summary_blocks(summary, notes, share_id=share_id)
-        await respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=True)
-
-    async def share_summary(self, share_id: str, user_id: str, respond: Respond) -> None:
-        """The asker chose to share their `/summarize` result in the channel."""
-        raw = await self.engine.cache_get("slack-summary", share_id)
-        if raw is None:
-            await respond(
-                text="This summary has expired. Run `/summarize` again.", replace_original=False
-            )
-            return
-        record = json.loads(raw)
-        if record.get("user") != user_id:
-            # Only the asker saw it (it was ephemeral); nobody else may publish it.
-            await respond(text="Only the person who asked for this summary can share it.")
-            return
-        summary = Summary(
-            StructuredSummary.model_validate(record["data"]), record["title"], record["count"]
-        )
-        notes = [*record.get("notes", []), f"Shared by <@{user_id}> with /summarize"]
-        text, blocks = summary_blocks(summary, notes, shared_by=user_id)
-        try:
-            posted = await self.client.chat_postMessage(
-                channel=record["channel"],
-                text=text,
-                blocks=blocks,
-                unfurl_links=False,
-                unfurl_media=False,
-            )
-            ident = f"{record['channel']}:{posted['ts']}"
-            await self.engine.cache_set("slack-summary-post", ident, "1", 30 * 86_400)
-        except SlackApiError as error:
-            await respond(
-                text=_read_refusal(error.response.get("error"), self.identity.name),
-                replace_original=False,
-            )
-            return
-        await respond(delete_original=True)
-
-    # --- the agent surface (Slack's assistant / agent threads) ---------------------------
-
-    def _agent_id(self, channel: str, thread_ts: str) -> str:
-        return f"{channel}:{thread_ts}"
-
-    async def on_assistant_thread_started(self, event: Mapping[str, Any], team_id: str) -> None:
-        """A new agent thread: remember it (and the channel the user is viewing), offer the
-        suggested prompts."""
-        thread = event.get("assistant_thread")
-        if not isinstance(thread, Mapping):
-            return
-        channel = str(thread.get("channel_id") or "")
-        thread_ts = str(thread.get("thread_ts") or "")
-        if not channel or not thread_ts:
-            return
-        await self._remember_context(channel, thread_ts, thread.get("context"))
-        prompts = [
-            {"title": text[:75], "message": text}
-            for text in self.settings.slack_suggested_prompts[:4]
-        ]
-        if not prompts:
-            return
-        try:
-            await self.client.assistant_threads_setSuggestedPrompts(
-                channel_id=channel, thread_ts=thread_ts, prompts=prompts
-            )
-        except SlackApiError as error:
-            log.info("no suggested prompts in %s: %s", channel, error.response.get("error"))
-
-    async def on_assistant_context_changed(self, event: Mapping[str, Any], team_id: str) -> None:
-        """The user moved to another channel with the agent thread open."""
-        thread = event.get("assistant_thread")
-        if isinstance(thread, Mapping) and thread.get("channel_id") and thread.get("thread_ts"):
-            await self._remember_context(
-                str(thread["channel_id"]), str(thread["thread_ts"]), thread.get("context")
-            )
-
-    async def _remember_context(self, channel: str, thread_ts: str, context: object) -> None:
-        viewing = ""
-        if isinstance(context, Mapping):
-            viewing = str(context.get("channel_id") or "")
-        await self.engine.cache_set(
-            "slack-agent-thread", self._agent_id(channel, thread_ts), viewing, 30 * 86_400
-        )
-
-    async def _agent_thread_turn(self, event: Mapping[str, Any], team_id: str) -> bool:
-        """A message in an agent thread: the first one names the thread; "summarize this
-        channel" summarizes the channel being viewed (True: handled here)."""
-        channel, ts = str(event["channel"]), str(event["ts"])
-        root = str(event.get("thread_ts") or "")
-        if not root or root == ts:
-            return False
-        viewing = await self.engine.cache_get("slack-agent-thread", self._agent_id(channel, root))
-        if viewing is None:
-            return False  # not an agent thread
-        text = str(event.get("text") or "").strip()
-        if await self.engine.once("slack-agent-title", self._agent_id(channel, root)):
-            title = " ".join(text.split())[:60] or "New chat"
-            self.engine.spawn(self._set_title(channel, root, title), name="slack:agent-title")
-        if not _SUMMARIZE_VIEWED.search(text):
-            return False
-        user = str(event.get("user") or "")
-        if not viewing:
-            await self._say_in(
-                channel, root, "Open the channel you want summarized, then ask me again."
-            )
-            return True
-
-        async def respond(text: str = "", blocks: Any = None, **_: Any) -> None:
-            await self._say_in(channel, root, text, blocks)
-
-        self.spawn(
-            self.summarize_channel(team_id, user, channel, Window(viewing, DEFAULT_HOURS), respond),
-            name=f"slack:agent-summary:{viewing}",
-            respond=respond,
-        )
-        return True
-
-    async def _set_title(self, channel: str, thread_ts: str, title: str) -> None:
-        try:
-            await self.client.assistant_threads_setTitle(
-                channel_id=channel, thread_ts=thread_ts, title=title
-            )
-        except SlackApiError as error:
-            log.info("no thread title in %s: %s", channel, error.response.get("error"))
-
-    async def _say_in(self, channel: str, thread_ts: str, text: str, blocks: Any = None) -> None:
-        args: dict[str, Any] = {"blocks": blocks} if blocks else {}
-        await self.client.chat_postMessage(
-            channel=channel,
-            thread_ts=thread_ts,
-            text=text or "…",
-            unfurl_links=False,
-            unfurl_media=False,
-            **args,
-        )
-
-    # --- settings and the Home tab -----------------------------------------------------
+    # --- who may manage a channel (settings, /forget, recaps) ----------------------------
 
     async def may_change(self, user_id: str, channel: str, *, workspace: bool) -> bool:
         """Workspace admins and owners; for a channel's settings also its creator."""
@@ -633,79 +343,6 @@ class SlackBot:
         except SlackApiError:
             return False
         return bool((info.get("channel") or {}).get("creator") == user_id)
-
-    async def open_settings(
-        self, team_id: str, user_id: str, channel: str, trigger_id: str, *, workspace: bool
-    ) -> None:
-        """`/teambot settings [workspace]`: the modal, editable for those who may change the
-        settings, read-only for everyone else."""
-        key = ConversationKey("slack", team_id, channel or "*", "*")
-        scope = ConversationKey("slack", team_id, "*", "*") if workspace else key
-        channels = self.engine.channels
-        editable = await self.may_change(user_id, channel, workspace=workspace)
-        view = settings_view(
-            where="this workspace" if workspace else f"<#{channel}>",
-            stored=await channels.get(scope),
-            effective=await channels.effective(key),
-            models=channels.models,
-            editable=editable,
-            metadata={"scope": str(scope), "channel": channel},
-            above="the environment" if workspace else "the workspace",
-        )
-        await self.client.views_open(trigger_id=trigger_id, view=view)
-
-    async def save_settings(self, user_id: str, view: Mapping[str, Any]) -> dict[str, str] | None:
-        """The settings modal was sent: checked again (who may), then stored. Returns the
-        errors to show in the modal, or None."""
-        try:
-            meta = json.loads(str(view.get("private_metadata") or "{}"))
-            scope = ConversationKey.parse(str(meta["scope"]))
-        except (ValueError, KeyError, TypeError):
-            return {"instructions": "This form is out of date. Run /teambot settings again."}
-        workspace = scope.channel == "*"
-        if scope.platform != "slack" or not await self.may_change(
-            user_id, scope.channel, workspace=workspace
-        ):
-            return {"instructions": "Only workspace admins and the channel's creator can."}
-        values = (view.get("state") or {}).get("values") or {}
-        try:
-            await self.engine.channels.update(scope, settings_changes(values), by=user_id)
-        except ConfigError as error:
-            return {"instructions": str(error)}
-        return None
-
-    async def publish_home(self, team_id: str, user_id: str) -> None:
-        """The Home tab: usage, feedback and customized channels for admins; what the bot
-        does for everyone."""
-        tenant = ConversationKey("slack", team_id, "-", "-").tenant
-        help_text = HELP.format(name=self.identity.name)
-        if not await self.reader.is_admin(user_id):
-            view = home_view(admin=False, help_text=help_text)
-        else:
-            report = await self.engine.usage(tenant)
-            today = dt.datetime.now(dt.UTC)
-            week: dict[tuple[str, str], list[float]] = {}
-            for back in range(today.weekday() + 1):
-                day = (today - dt.timedelta(days=back)).strftime("%Y-%m-%d")
-                for row in await self.engine.ledger.usage(tenant, day):
-                    totals = week.setdefault((row.route, row.model), [0.0, 0.0, 0.0])
-                    totals[0] += row.input_tokens
-                    totals[1] += row.output_tokens
-                    totals[2] += row.cost_usd
-            customized = [
-                "the whole workspace" if key.channel == "*" else f"<#{key.channel}>"
-                for key in await self.engine.channels.customized(tenant)
-            ]
-            view = home_view(
-                admin=True,
-                help_text=help_text,
-                today=report.rows,
-                week=week,
-                budget=report.budget,
-                feedback=await self.engine.feedback.week(tenant),
-                customized=customized,
-            )
-        await self.client.views_publish(user_id=user_id, view=view)
 
     # --- feedback and Stop --------------------------------------------------------------
 
@@ -783,7 +420,7 @@ class SlackBot:
 
     # --- plumbing -----------------------------------------------------------------------
 
-    def _reply(
+    def reply_in(
         self,
         channel: str,
         thread_ts: str,
@@ -792,6 +429,8 @@ class SlackBot:
         team: str | None = None,
         stream: bool = True,
     ) -> PagedReply:
+        """A reply in a thread (paced edits, or Slack's native stream); a summary it shows
+        is remembered, so it stays out of later summaries' transcripts."""
         reply = slack_reply(
             self.client,
             self.pacers,
@@ -802,12 +441,12 @@ class SlackBot:
             stream=stream,
             resolve=self.directory.known,
         )
-        reply.after_finish.append(self._remember_summary)
+        reply.after_finish.append(self.summaries.remember)
         return reply
 
     async def _reopen(self, address: Mapping[str, str]) -> ReplySink:
         """A reply in a thread another process was answering (a turn paused for approval)."""
-        reply = self._reply(
+        reply = self.reply_in(
             address["channel"],
             address["thread_ts"],
             user=address.get("user") or None,
@@ -829,16 +468,6 @@ class SlackBot:
                 text=safe_mrkdwn(decision.message),
                 response_type="ephemeral",
                 replace_original=False,
-            )
-
-    async def _remember_summary(self, reply: PagedReply) -> None:
-        """The bot's summaries stay out of later summaries' transcripts."""
-        if reply.summary is None:
-            return
-        surface = reply.surface
-        for ts in getattr(surface, "ts", []):
-            await self.engine.cache_set(
-                "slack-summary-post", f"{getattr(surface, 'channel', '')}:{ts}", "1", 30 * 86_400
             )
 
     def spawn(
@@ -870,16 +499,3 @@ def _oops(error_id: str) -> str:
         f":warning: Something went wrong on my side (error {error_id}). "
         "Please try again in a minute."
     )
-
-
-def _read_refusal(code: object, name: str) -> str:
-    if code in ("not_in_channel", "channel_not_found"):
-        return (
-            "I can't read that conversation: I'm not a member of it. "
-            f"Invite me with `/invite @{name}`, then try again."
-        )
-    if code == "thread_not_found":
-        return "I couldn't find that thread any more."
-    if code == "ratelimited":
-        return "Slack is rate-limiting me right now. Please try again in a minute."
-    return f"Slack refused to let me read that conversation ({code})."

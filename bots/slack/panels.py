@@ -1,6 +1,6 @@
 """Block Kit for the admin surfaces: the `/teambot settings` modal and the App Home tab.
 
-Pure functions from data to views; `SlackBot` fetches the data and calls Slack."""
+Pure functions from data to views; `admin.SlackAdmin` fetches the data and calls Slack."""
 
 from __future__ import annotations
 
