@@ -20,6 +20,7 @@ from typing import Any
 
 import discord
 
+from bots.discord.base import NO_MENTIONS, NS_ANSWER
 from bots.discord.commands import (
     ApprovalButton,
     FeedbackButton,
@@ -30,14 +31,11 @@ from bots.discord.commands import (
 from bots.discord.history import (
     answer_key,
     channel_key,
-    chat_message,
     message_text,
-    read_messages,
     thread_key,
-    thread_starter,
     to_attachment,
 )
-from bots.discord.interactions import NO_MENTIONS, Interactions
+from bots.discord.interactions import Interactions
 from bots.discord.knowledge import DiscordKnowledge
 from bots.discord.sink import (
     ChannelSurface,
@@ -50,11 +48,9 @@ from bots.discord.sink import (
 )
 from core import (
     Author,
-    ChatMessage,
     ConfigError,
     ConversationKey,
     Engine,
-    Fetch,
     Incoming,
     Intake,
     KeyedLocks,
@@ -84,12 +80,8 @@ BOT_PERMISSIONS = discord.Permissions(
 )
 SCOPES = ("bot", "applications.commands")
 
-#: Messages of an existing thread read once, as context, when the bot joins it.
-IMPORT_LIMIT = 200
-#: How long in-flight answers may finish when the bot is asked to stop.
-#: Cache namespaces (the engine's small shared cache in Redis).
+#: Cache namespace (the engine's small shared cache in Redis): the synced command set.
 NS_COMMANDS = "discord-commands"
-NS_ANSWER = "discord-answer"
 _ANNOUNCED: set[int] = set()  # invite URL printed once per process
 HELP = (
     "Mention me or use /ask and I answer; reply to my answer to continue, or talk in the "
@@ -245,11 +237,6 @@ class TeamBot(Interactions, discord.AutoShardedClient):
             "on" if self.message_content else "off",
         )
 
-    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None:
-        """Run `work` in the background, tracked by the engine until it ends (shutdown
-        waits for it; an exception it raises is logged)."""
-        return self.engine.spawn(work, name=name)
-
     @property
     def busy(self) -> int:
         """Background tasks still running."""
@@ -322,13 +309,6 @@ class TeamBot(Interactions, discord.AutoShardedClient):
         self.synced.extend(synced)
         return synced
 
-    async def _cached(self, namespace: str, ident: str) -> str | None:
-        try:
-            return await self.engine.cache_get(namespace, ident)
-        except Exception as error:  # the store is down: behave as if nothing was cached
-            log.warning("cache read failed: %s", error)
-            return None
-
     # --- ordering ---------------------------------------------------------------------------
 
     def _in_order(self, channel_id: int) -> contextlib.AbstractAsyncContextManager[None]:
@@ -336,13 +316,6 @@ class TeamBot(Interactions, discord.AutoShardedClient):
         each has its place in its conversation's line (core orders the line by snowflake;
         this keeps a slow key lookup of one message from letting a later one in first)."""
         return self._gates.hold(str(channel_id))
-
-    async def _remember_answer(self, key: ConversationKey, message_ids: list[int]) -> None:
-        """Replying to an answer posted in a channel continues its conversation."""
-        ttl = self.settings.memory_ttl_seconds
-        for message_id in message_ids:
-            with contextlib.suppress(Exception):
-                await self.engine.cache_set(NS_ANSWER, str(message_id), str(key), ttl=ttl)
 
     async def _reopen(self, address: Mapping[str, str]) -> ReplySink:
         """A reply in a channel another process was answering (a turn paused for
@@ -377,28 +350,6 @@ class TeamBot(Interactions, discord.AutoShardedClient):
         else:
             with contextlib.suppress(discord.HTTPException):
                 await interaction.response.defer()
-
-    def display_name(self, user_id: str) -> str | None:
-        """A member's name when known without a request (for mentions the bot must not
-        make: they are written as names)."""
-        if not user_id.isdigit():
-            return None
-        user = self.get_user(int(user_id))
-        return user.display_name if user is not None else None
-
-    def thread_reader(self, thread: discord.Thread, before: discord.abc.Snowflake) -> Fetch:
-        """The earlier messages of a thread the bot did not start (up to IMPORT_LIMIT), for
-        core to read once on first contact."""
-
-        async def earlier() -> list[ChatMessage]:
-            assert self.user is not None
-            messages, _truncated = await read_messages(thread, limit=IMPORT_LIMIT, before=before)
-            starter = await thread_starter(thread)
-            if starter is not None and all(m.id != starter.id for m in messages):
-                messages.insert(0, starter)
-            return [c for m in messages if (c := chat_message(m, self.user.id)) is not None]
-
-        return earlier
 
     # --- messages -------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 
+from bots.discord.base import NO_MENTIONS, ClientBase
 from bots.discord.commands import share_view
 from bots.discord.format import (
     PAGE_LIMIT,
@@ -51,14 +52,10 @@ from core import (
     ChatMessage,
     ConfigError,
     ConversationKey,
-    Engine,
     Fetch,
     Incoming,
-    Intake,
     PagedReply,
     ReplySink,
-    Settings,
-    WritePacer,
     defuse,
     oops,
     split_pages,
@@ -66,42 +63,16 @@ from core import (
 
 if TYPE_CHECKING:
     from bots.discord.bot import TeamBot
-    from bots.discord.knowledge import DiscordKnowledge
 
-__all__ = ["NO_MENTIONS", "NS_SHARE", "Interactions"]
+__all__ = ["NS_SHARE", "Interactions"]
 
 log = logging.getLogger(__name__)
 
-NO_MENTIONS = discord.AllowedMentions.none()
 NS_SHARE = "discord-share"
 
 
-class Interactions:
+class Interactions(ClientBase):
     """The slash commands, mixed into `TeamBot`."""
-
-    settings: Settings
-    engine: Engine
-    intake: Intake
-    pacer: WritePacer
-    knowledge: DiscordKnowledge
-    _stopping: bool
-
-    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None:
-        raise NotImplementedError
-
-    def thread_reader(self, thread: discord.Thread, before: discord.abc.Snowflake) -> Fetch:
-        raise NotImplementedError
-
-    async def _remember_answer(self, key: ConversationKey, ids: list[int]) -> None:
-        raise NotImplementedError
-
-    def display_name(self, user_id: str) -> str | None:
-        raise NotImplementedError
-
-    async def _cached(self, namespace: str, ident: str) -> str | None:
-        raise NotImplementedError
-
-    user: discord.ClientUser | None
 
     async def _admit(self, interaction: discord.Interaction[TeamBot], name: str) -> bool:
         """Refuse politely while stopping or when the user is within the cooldown."""
@@ -630,15 +601,3 @@ class Interactions:
             await self._tell(interaction, "This answer is too old to rate.")
         else:
             await self._tell(interaction, "Thanks for the feedback!")
-
-    async def _tell(self, interaction: discord.Interaction[Any], text: str) -> None:
-        """A short private answer to the one who asked."""
-        try:
-            if interaction.response.is_done():
-                await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
-            else:
-                await interaction.response.send_message(
-                    text, ephemeral=True, allowed_mentions=NO_MENTIONS
-                )
-        except discord.HTTPException as error:
-            log.info("could not answer interaction %s: %s", interaction.id, error)
