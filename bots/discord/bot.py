@@ -9,7 +9,6 @@ heartbeat keeps beating and shutdown can wait for answers in flight.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -20,6 +19,7 @@ from typing import Any
 import discord
 
 from bots.discord.base import NO_MENTIONS
+from bots.discord.buttons import AnswerButtons
 from bots.discord.commands import (
     ApprovalButton,
     FeedbackButton,
@@ -124,7 +124,7 @@ def invite_url(application_id: int) -> str:
     return discord.utils.oauth_url(application_id, permissions=BOT_PERMISSIONS, scopes=SCOPES)
 
 
-class TeamBot(MessageEvents, Interactions, discord.AutoShardedClient):
+class TeamBot(MessageEvents, Interactions, AnswerButtons, discord.AutoShardedClient):
     """teambot on Discord. `shard_count`/`shard_ids` come from the settings; with
     neither, Discord's recommended shard count is used."""
 
@@ -299,19 +299,3 @@ class TeamBot(MessageEvents, Interactions, discord.AutoShardedClient):
         )
         await reply.status("")
         return reply
-
-    async def on_approval(
-        self, interaction: discord.Interaction[Any], card_id: str, *, approve: bool
-    ) -> None:
-        """Approve / Deny on an approval card: the asker, or a member who may manage the
-        server; anyone else is told privately."""
-        user = interaction.user
-        admin = bool(interaction.permissions.manage_guild)
-        decision = await self.intake.decide(
-            card_id, str(user.id), user.display_name, approve=approve, admin=admin
-        )
-        if decision.outcome in (None, "expired"):
-            await self._tell(interaction, decision.message)
-        else:
-            with contextlib.suppress(discord.HTTPException):
-                await interaction.response.defer()
