@@ -1,6 +1,12 @@
 """The Discord client: events and commands in, `Incoming` / `ChatMessage` to the engine,
 replies out through core's `PagedReply` on a Discord surface.
 
+This module builds `TeamBot` and runs its lifecycle (intents, shards, log scrubbing,
+slash-command sync, shutdown). Its handlers are mixins on `base.ClientBase`:
+`messages` (messages, edits, deletions), `interactions` (/ask, /summarize),
+`quick_commands` (/forget, /recap, /usage, /settings) and `buttons` (Approve / Deny,
+Stop, 👍 / 👎).
+
 Every handler answers Discord at once (an interaction is deferred within a few
 milliseconds) and runs the model work in a tracked background task, so the gateway
 heartbeat keeps beating and shutdown can wait for answers in flight.
@@ -13,7 +19,6 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Mapping
 from typing import Any
 
 import discord
@@ -30,15 +35,9 @@ from bots.discord.commands import (
 from bots.discord.interactions import Interactions
 from bots.discord.knowledge import DiscordKnowledge
 from bots.discord.messages import MessageEvents
-from bots.discord.sink import (
-    ChannelSurface,
-    DiscordApprovals,
-    discord_pacer,
-    discord_reply,
-    pacing_trace,
-    safe_mentions,
-)
-from core import ConfigError, Engine, Intake, KeyedLocks, ReplySink, Settings
+from bots.discord.quick_commands import QuickCommands
+from bots.discord.sink import discord_pacer, pacing_trace
+from core import ConfigError, Engine, Intake, KeyedLocks, Settings
 
 __all__ = [
     "BOT_PERMISSIONS",
@@ -124,7 +123,7 @@ def invite_url(application_id: int) -> str:
     return discord.utils.oauth_url(application_id, permissions=BOT_PERMISSIONS, scopes=SCOPES)
 
 
-class TeamBot(MessageEvents, Interactions, AnswerButtons, discord.AutoShardedClient):
+class TeamBot(MessageEvents, Interactions, QuickCommands, AnswerButtons, discord.AutoShardedClient):
     """teambot on Discord. `shard_count`/`shard_ids` come from the settings; with
     neither, Discord's recommended shard count is used."""
 
@@ -281,21 +280,3 @@ class TeamBot(MessageEvents, Interactions, AnswerButtons, discord.AutoShardedCli
             log.info("slash commands synced: %s", ", ".join(synced))
         self.synced.extend(synced)
         return synced
-
-    async def _reopen(self, address: Mapping[str, str]) -> ReplySink:
-        """A reply in a channel another process was answering (a turn paused for
-        approval, finished here)."""
-        channel_id = int(address["channel"])
-        channel: Any = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
-        asker = discord.Object(int(address["asker"])) if address.get("asker") else None
-        mentions = safe_mentions(asker) if asker is not None else NO_MENTIONS
-        surface = ChannelSurface(channel, channel_id, mentions=mentions)
-        reply = discord_reply(
-            surface,
-            self.pacer,
-            asker=asker.id if asker is not None else None,
-            resolve=self.display_name,
-            approvals=DiscordApprovals(channel, mentions),
-        )
-        await reply.status("")
-        return reply

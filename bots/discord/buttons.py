@@ -1,5 +1,6 @@
-"""What the buttons on an answer do: Approve / Deny on an approval card, Stop while it
-is written, 👍 / 👎 under it (and the 👎 reason modal). The button classes are in
+"""What the buttons on an answer do: Approve / Deny on an approval card (and the reply
+reopened when a turn paused for approval finishes in this process), Stop while it is
+written, 👍 / 👎 under it (and the 👎 reason modal). The button classes are in
 `bots.discord.commands`; the summary's Share button is /summarize's
 (`bots.discord.interactions`).
 
@@ -10,13 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import discord
 
-from bots.discord.base import ClientBase
+from bots.discord.base import NO_MENTIONS, ClientBase
 from bots.discord.history import tenant_key
-from core import ConversationKey
+from bots.discord.sink import ChannelSurface, DiscordApprovals, discord_reply, safe_mentions
+from core import ConversationKey, ReplySink
 
 __all__ = ["AnswerButtons"]
 
@@ -43,6 +46,24 @@ class AnswerButtons(ClientBase):
         else:
             with contextlib.suppress(discord.HTTPException):
                 await interaction.response.defer()
+
+    async def _reopen(self, address: Mapping[str, str]) -> ReplySink:
+        """A reply in a channel another process was answering (a turn paused for
+        approval, finished here)."""
+        channel_id = int(address["channel"])
+        channel: Any = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
+        asker = discord.Object(int(address["asker"])) if address.get("asker") else None
+        mentions = safe_mentions(asker) if asker is not None else NO_MENTIONS
+        surface = ChannelSurface(channel, channel_id, mentions=mentions)
+        reply = discord_reply(
+            surface,
+            self.pacer,
+            asker=asker.id if asker is not None else None,
+            resolve=self.display_name,
+            approvals=DiscordApprovals(channel, mentions),
+        )
+        await reply.status("")
+        return reply
 
     # --- stop ----------------------------------------------------------------------------
 
