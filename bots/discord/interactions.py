@@ -1,4 +1,5 @@
-"""Discord's slash commands and buttons: /ask, /summarize (with Share), /forget, /usage.
+"""The slash commands that call a model: /ask and /summarize (with its Share button).
+The others are in `bots.discord.quick_commands`.
 
 Each handler answers Discord within its 3 seconds (an interaction is deferred at once)
 and leaves the model work to core; `TeamBot` mixes this class in.
@@ -13,11 +14,11 @@ import json
 import logging
 import math
 import secrets
-from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 
+from bots.discord.base import NO_MENTIONS, ClientBase
 from bots.discord.commands import share_view
 from bots.discord.format import (
     PAGE_LIMIT,
@@ -28,10 +29,8 @@ from bots.discord.format import (
 )
 from bots.discord.history import (
     answer_key,
-    channel_key,
     chat_message,
     read_messages,
-    tenant_key,
     thread_key,
     thread_starter,
     to_attachment,
@@ -49,16 +48,11 @@ from core import (
     Attachment,
     Author,
     ChatMessage,
-    ConfigError,
     ConversationKey,
-    Engine,
     Fetch,
     Incoming,
-    Intake,
     PagedReply,
     ReplySink,
-    Settings,
-    WritePacer,
     defuse,
     oops,
     split_pages,
@@ -66,42 +60,16 @@ from core import (
 
 if TYPE_CHECKING:
     from bots.discord.bot import TeamBot
-    from bots.discord.knowledge import DiscordKnowledge
 
-__all__ = ["NO_MENTIONS", "NS_SHARE", "Interactions"]
+__all__ = ["NS_SHARE", "Interactions"]
 
 log = logging.getLogger(__name__)
 
-NO_MENTIONS = discord.AllowedMentions.none()
 NS_SHARE = "discord-share"
 
 
-class Interactions:
-    """The slash commands, mixed into `TeamBot`."""
-
-    settings: Settings
-    engine: Engine
-    intake: Intake
-    pacer: WritePacer
-    knowledge: DiscordKnowledge
-    _stopping: bool
-
-    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None:
-        raise NotImplementedError
-
-    def thread_reader(self, thread: discord.Thread, before: discord.abc.Snowflake) -> Fetch:
-        raise NotImplementedError
-
-    async def _remember_answer(self, key: ConversationKey, ids: list[int]) -> None:
-        raise NotImplementedError
-
-    def display_name(self, user_id: str) -> str | None:
-        raise NotImplementedError
-
-    async def _cached(self, namespace: str, ident: str) -> str | None:
-        raise NotImplementedError
-
-    user: discord.ClientUser | None
+class Interactions(ClientBase):
+    """/ask and /summarize, mixed into `TeamBot`."""
 
     async def _admit(self, interaction: discord.Interaction[TeamBot], name: str) -> bool:
         """Refuse politely while stopping or when the user is within the cooldown."""
@@ -424,221 +392,3 @@ class Interactions:
         await interaction.response.send_message(pages[0], allowed_mentions=NO_MENTIONS)
         for page in pages[1:]:
             await interaction.followup.send(page, allowed_mentions=NO_MENTIONS)
-
-    async def command_forget(
-        self, interaction: discord.Interaction[TeamBot], whole_channel: bool
-    ) -> None:
-        guild_id = interaction.guild_id
-        channel = interaction.channel
-        if guild_id is None or channel is None or interaction.channel_id is None:
-            return
-        base_id = (
-            channel.parent_id or channel.id if isinstance(channel, discord.Thread) else channel.id
-        )
-        if whole_channel and not interaction.permissions.manage_messages:
-            await self._tell(
-                interaction,
-                "Erasing the memory of a whole channel needs the Manage Messages permission.",
-            )
-            return
-        await self._respond_later(
-            interaction,
-            self._forget(guild_id, channel, base_id, whole_channel, interaction.user.display_name),
-            ephemeral=False,
-            name=f"discord-forget-{interaction.id}",
-        )
-
-    async def _forget(
-        self, guild_id: int, channel: Any, base_id: int, whole_channel: bool, who: str
-    ) -> str:
-        if whole_channel:
-            count = await self.engine.forget_channel(channel_key(guild_id, base_id))
-            return (
-                f"🧹 Forgotten: my memory of <#{base_id}> and its threads "
-                f"({count} conversation{'s' if count != 1 else ''}) is erased. (asked by {who})"
-            )
-        if isinstance(channel, discord.Thread):
-            await self.engine.forget(thread_key(guild_id, channel))
-            return (
-                f"🧹 Forgotten: I no longer remember this thread's conversation. (asked by {who})"
-            )
-        await self.engine.forget(channel_key(guild_id, base_id))
-        return (
-            "🧹 Forgotten: I no longer remember this channel's conversation with me "
-            f"(threads keep theirs). (asked by {who})"
-        )
-
-    async def command_recap(
-        self, interaction: discord.Interaction[TeamBot], schedule: str | None
-    ) -> None:
-        await self._respond_later(
-            interaction,
-            self.knowledge.command_recap(interaction, schedule),
-            ephemeral=True,
-            name=f"discord-recap-{interaction.id}",
-        )
-
-    async def command_usage(self, interaction: discord.Interaction[TeamBot]) -> None:
-        if interaction.guild_id is None:
-            return
-        await self._respond_later(
-            interaction,
-            self._usage(interaction.guild_id),
-            ephemeral=True,
-            name=f"discord-usage-{interaction.id}",
-        )
-
-    async def _usage(self, guild_id: int) -> str:
-        report = await self.engine.usage(tenant_key(guild_id))
-        return report.render()
-
-    async def _respond_later(
-        self,
-        interaction: discord.Interaction[TeamBot],
-        work: Coroutine[Any, Any, str],
-        *,
-        ephemeral: bool,
-        name: str,
-    ) -> None:
-        """Defer now; compute the answer in a tracked task and put it in the response."""
-        try:
-            await interaction.response.defer(thinking=True, ephemeral=ephemeral)
-        except discord.HTTPException as error:
-            work.close()
-            log.info("could not defer interaction %s: %s", interaction.id, error)
-            return
-        self.spawn(self._finish_later(interaction, work), name=name)
-
-    async def _finish_later(
-        self, interaction: discord.Interaction[TeamBot], work: Coroutine[Any, Any, str]
-    ) -> None:
-        try:
-            text = await work
-        except Exception:
-            error_id = secrets.token_hex(3)
-            text = oops(error_id)
-            name = interaction.command.name if interaction.command else "?"
-            log.exception("/%s failed (error id %s)", name, error_id)
-        try:
-            await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
-        except discord.HTTPException as error:
-            log.warning("could not answer interaction %s: %s", interaction.id, error)
-
-    # --- settings ------------------------------------------------------------------------
-
-    async def command_settings(
-        self, interaction: discord.Interaction[TeamBot], changes: dict[str, Any]
-    ) -> None:
-        """/settings: anyone sees this channel's settings (privately); members with Manage
-        Channels change them. Inside a thread, the settings are its channel's."""
-        guild_id, channel = interaction.guild_id, interaction.channel
-        if guild_id is None or channel is None:
-            return
-        base_id = (
-            channel.parent_id or channel.id if isinstance(channel, discord.Thread) else channel.id
-        )
-        key = channel_key(guild_id, base_id)
-        if changes and not interaction.permissions.manage_channels:
-            work = self._show_settings(
-                key, base_id, "Changing them needs the Manage Channels permission."
-            )
-        elif changes:
-            user = interaction.user
-            work = self._change_settings(key, base_id, changes, f"discord:{user.id} ({user.name})")
-        else:
-            work = self._show_settings(key, base_id, "")
-        await self._respond_later(
-            interaction, work, ephemeral=True, name=f"discord-settings-{interaction.id}"
-        )
-
-    async def _show_settings(self, key: ConversationKey, channel_id: int, note: str) -> str:
-        text = await self.engine.channels.describe(key, f"<#{channel_id}>")
-        return f"{note}\n\n{text}" if note else text
-
-    async def _change_settings(
-        self, key: ConversationKey, channel_id: int, changes: dict[str, Any], by: str
-    ) -> str:
-        if changes.get("tools") is not None:
-            names = self.engine.tools.names()
-            groups = {"builtin"} | {f"mcp:{n.split('__', 1)[0]}" for n in names if "__" in n}
-            changes["tools"] = {group: bool(changes["tools"]) for group in sorted(groups)}
-        try:
-            await self.engine.channels.update(key.channel_key(), changes, by=by)
-        except ConfigError as error:
-            return f"Not saved: {error}\n\n" + await self._show_settings(key, channel_id, "")
-        return await self._show_settings(key, channel_id, "✅ Saved.")
-
-    # --- stop ----------------------------------------------------------------------------
-
-    async def on_stop(self, interaction: discord.Interaction[Any], raw_key: str) -> None:
-        """The Stop button: stop the answer being written in that conversation (only one
-        of this server and this channel or thread)."""
-        try:
-            key = ConversationKey.parse(raw_key)
-        except ValueError:
-            return
-        here = {str(interaction.channel_id)}
-        if key.workspace != str(interaction.guild_id) or not here & {key.channel, key.thread}:
-            await self._tell(interaction, "That Stop button belongs somewhere else.")
-            return
-        try:
-            stopped = await self.intake.stop(key)
-        except Exception as error:
-            log.warning("could not stop %s: %s", key, error)
-            stopped = False
-        if stopped:
-            with contextlib.suppress(discord.HTTPException):
-                await interaction.response.defer()  # the message itself shows "(stopped)"
-        else:
-            await self._tell(interaction, "There is nothing to stop: that answer has ended.")
-
-    # --- feedback ------------------------------------------------------------------------
-
-    async def on_feedback(
-        self,
-        interaction: discord.Interaction[Any],
-        answer: str,
-        rating: str,
-        reason: str | None = None,
-    ) -> None:
-        """👍 is recorded and thanked for; 👎 asks an optional reason in a modal (the 👎
-        counts at once: closing the modal keeps it); the modal's submit stores the reason.
-        A person's later vote on the same answer replaces theirs."""
-        from bots.discord.commands import FeedbackReason
-
-        guild_id = interaction.guild_id
-        if guild_id is None:
-            return
-        vote: Literal["up", "down"] = "up" if rating == "up" else "down"
-        if vote == "down" and reason is None:
-            try:
-                await interaction.response.send_modal(FeedbackReason(answer))
-            except discord.HTTPException as error:
-                log.info("could not ask why (interaction %s): %s", interaction.id, error)
-        try:
-            known = await self.engine.feedback.vote(
-                tenant_key(guild_id), answer, str(interaction.user.id), vote, reason or ""
-            )
-        except Exception as error:
-            log.warning("could not record feedback on %s: %s", answer, error)
-            if not interaction.response.is_done():
-                await self._tell(interaction, "I couldn't record that just now. Please try again.")
-            return
-        if interaction.response.is_done():
-            return  # the modal is up: it thanks on submit
-        if not known:
-            await self._tell(interaction, "This answer is too old to rate.")
-        else:
-            await self._tell(interaction, "Thanks for the feedback!")
-
-    async def _tell(self, interaction: discord.Interaction[Any], text: str) -> None:
-        """A short private answer to the one who asked."""
-        try:
-            if interaction.response.is_done():
-                await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
-            else:
-                await interaction.response.send_message(
-                    text, ephemeral=True, allowed_mentions=NO_MENTIONS
-                )
-        except discord.HTTPException as error:
-            log.info("could not answer interaction %s: %s", interaction.id, error)
