@@ -368,6 +368,8 @@ async def test_sigterm_finishes_quick_answers_and_tells_slow_ones(
                 lambda: len(bot_replies(slack, root)) == len(before) + 1, 15, "the next answer"
             )
             assert bot_replies(slack, root)[-1] == "Echo: [Alice] again please"
+            # the log line is written just after the reply is posted
+            await wait_for(lambda: '"reply answered"' in second.log, 5, "the reply's log line")
             log = [json.loads(line) for line in second.log.splitlines() if line.startswith("{")]
             replies = [entry for entry in log if entry.get("msg") == "reply answered"]
             assert replies
