@@ -3,8 +3,11 @@ top of the cached summary, and only when nothing it covered was edited or delete
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+import secrets
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +17,9 @@ from core.channel_settings import SettingsStore
 from core.failures import MEMORY_DOWN, BudgetExceeded, failure_message
 from core.memory import History
 from core.providers.base import ProviderError
+from core.settings import Settings
 from core.sink import CollectingSink, ReplySink
-from core.store import KeyedLocks
+from core.store import KeyedLocks, Store
 from core.summaries import (
     BrokenSummary,
     StructuredSummary,
@@ -28,6 +32,15 @@ from core.types import ChatMessage, ConversationKey
 __all__ = ["Summary", "SummaryMixin", "incremental"]
 
 log = logging.getLogger(__name__)
+
+#: How long one summary may hold its scope's lock, and how long another waits for it.
+SUMMARY_LOCK_MS = 600_000
+SUMMARY_LOCK_WAIT = 120.0
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +62,33 @@ class SummaryMixin:
     memory: History
     channels: SettingsStore
     summary_locks: KeyedLocks
+    store: Store
 
     def summarizer(self, tenant: str, language: str = "") -> Summarizer:
         raise NotImplementedError
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, scope: ConversationKey) -> AsyncIterator[None]:
+        """One summary of `scope` at a time, in this process and across processes (a lock
+        in Redis, in the scope's slot): the next asker then reuses what the first cached.
+        A holder that died is waited for at most SUMMARY_LOCK_WAIT seconds."""
+        async with self.summary_locks.hold(str(scope)):
+            name = self.store.keys.of("sl", scope)
+            token = secrets.token_hex(8)
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + SUMMARY_LOCK_WAIT
+            held = False
+            while True:
+                held = bool(await self.store.redis.set(name, token, nx=True, px=SUMMARY_LOCK_MS))
+                if held or loop.time() >= give_up:
+                    break
+                await asyncio.sleep(0.2)
+            try:
+                yield
+            finally:
+                if held:
+                    with contextlib.suppress(RedisError):
+                        await self.store.redis.eval(_RELEASE, 1, name, token)
 
     async def summarize(
         self,
@@ -75,7 +112,7 @@ class SummaryMixin:
         try:
             # One summary per scope at a time: a second asker (or a tool-call storm)
             # waits and then reuses what the first one cached.
-            async with self.summary_locks.hold(str(scope)):
+            async with self._one_at_a_time(scope):
                 language = (await self.channels.effective(scope)).summary_language
                 cached = await self.memory.cached_summary(scope)
                 if cached is not None and cached.get("language", "") != language:

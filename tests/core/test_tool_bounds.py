@@ -101,3 +101,29 @@ async def test_summarize_conversation_reuses_the_cached_summary_and_runs_once_pe
         assert len(summaries) == 2
         assert "Current summary:" in summaries[-1].last_user_text  # incremental
         assert "hire Dana" not in summaries[-1].last_user_text.split("New messages:")[1]
+
+
+async def test_two_processes_asked_for_the_same_summary_make_one(
+    engine_with: Callable[..., AbstractAsyncContextManager[Engine]], cometapi: FakeCometAPI
+) -> None:
+    """Two engines on one Redis (two replicas), the same scope asked on both at once: one
+    summary is written, the other replica reuses it."""
+    import asyncio
+    import dataclasses
+
+    from core.types import ChatMessage
+    from tests.support import team_model
+
+    cometapi.set_responder(lambda r: dataclasses.replace(team_model(r), delay=0.5))
+    scope = ConversationKey("slack", "T1", "C1", "shared#summary")
+    messages = [
+        ChatMessage.user(f"We decided item {n}.", "Ana", id=f"m{n}", ts=1_700_000_000 + n)
+        for n in range(5)
+    ]
+    async with engine_with() as one, engine_with() as two:
+        first, second = await asyncio.gather(
+            one.summarize(scope, messages), two.summarize(scope, messages)
+        )
+    assert first is not None and second is not None
+    assert first.markdown() == second.markdown()
+    assert len(cometapi.requests_for(FLASH)) == 1
