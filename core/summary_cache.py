@@ -17,7 +17,6 @@ from core.channel_settings import SettingsStore
 from core.failures import MEMORY_DOWN, BudgetExceeded, failure_message
 from core.memory import History
 from core.providers.base import ProviderError
-from core.settings import Settings
 from core.sink import CollectingSink, ReplySink
 from core.store import KeyedLocks, Store
 from core.summaries import (
