@@ -608,3 +608,31 @@ async def test_a_person_over_the_rate_limit_is_told_once_and_others_are_answered
         assert state.callback_type == 4 and state.ephemeral
         assert "answer you again in about" in (state.original_content or "")
         assert h.cometapi.requests_for(FLASH) == []
+
+
+async def test_a_stalled_attachment_download_is_given_up_by_the_total_timeout(
+    redis_url: str, key_prefix: str, cometapi: FakeCometAPI
+) -> None:
+    """Discord's CDN sends the head of a file and then nothing: the answer comes by
+    TOTAL_TIMEOUT saying the file couldn't be read, and the channel goes on."""
+    import time
+
+    async with running_bot(redis_url, key_prefix, cometapi, settings={"total_timeout": 2.0}) as h:
+        payload = h.dc.message(
+            h.general,
+            f"{h.mention()} read this",
+            h.alice,
+            attachments=[("notes.txt", b"x" * 4000, "text/plain")],
+        )
+        h.dc.stall_attachment(int(payload["attachments"][0]["id"]), stall=60, sent=100)
+        started = time.monotonic()
+        await h.dc.dispatch("MESSAGE_CREATE", payload)
+        await h.dc.wait_until(lambda: len(h.bot_messages(h.general)) >= 1, 8)
+        await h.settle()
+        assert time.monotonic() - started < 3.5  # TOTAL_TIMEOUT and a small margin
+        [answer] = [m.content for m in h.bot_messages(h.general)]
+        assert "I couldn't read notes.txt: it did not download within 2 seconds." in answer
+        await h.say(h.general, f"{h.mention()} still there?")
+        await h.dc.wait_until(lambda: len(h.bot_messages(h.general)) >= 2, 8)
+        await h.settle()
+        assert h.bot_messages(h.general)[-1].content == "Echo: [Alice] still there?"

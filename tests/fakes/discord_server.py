@@ -1244,6 +1244,7 @@ class FakeDiscord:
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._closing = False
+        self._stalled_attachments: dict[int, tuple[float, int]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -3284,7 +3285,38 @@ class FakeDiscord:
             return web.Response(status=404, text="Not Found")
         if att.filename != request.match_info["filename"]:
             return web.Response(status=404, text="Not Found")
+        if att.id in self._stalled_attachments:
+            return await self._stalled_attachment(request, att)
         return web.Response(body=att.data, content_type=att.content_type.split(";")[0])
+
+    def stall_attachment(self, attachment_id: int, stall: float = 60.0, sent: int = 0) -> None:
+        """Downloads of this attachment from the CDN stall: the status line and headers
+        (with the full ``Content-Length``) and its first ``sent`` bytes go out, then
+        nothing for ``stall`` seconds (or until the client hangs up or the fake stops),
+        then the rest."""
+        self._stalled_attachments[attachment_id] = (stall, sent)
+
+    async def _stalled_attachment(
+        self, request: web.Request, att: FakeAttachment
+    ) -> web.StreamResponse:
+        stall, sent = self._stalled_attachments[att.id]
+        response = web.StreamResponse()
+        response.content_type = att.content_type.split(";")[0]
+        response.content_length = len(att.data)
+        await response.prepare(request)
+        head = att.data[: max(0, min(sent, len(att.data) - 1))]
+        if head:
+            await response.write(head)
+        ends = time.monotonic() + stall
+        while time.monotonic() < ends and not self._closing:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return response
+            await asyncio.sleep(0.05)
+        with contextlib.suppress(ConnectionError):
+            await response.write(att.data[len(head) :])
+            await response.write_eof()
+        return response
 
     # ------------------------------------------------------------------ handlers: commands
 
