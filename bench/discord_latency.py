@@ -335,8 +335,8 @@ async def measure(
     )
     print(f"  answers complete: {complete}/{commands} in {answered_in:.1f} s")
     print(
-        f"  edits per channel: max {max(per_window)} in any 1 s window (budget "
-        f"{max(1, round(1 / interval))}); mean {statistics.fmean(rates):.2f}/s; "
+        f"  interaction edits per channel (Discord limits them per interaction, not per "
+        f"channel): max {max(per_window)} in any 1 s window; mean {statistics.fmean(rates):.2f}/s; "
         f"min gap {min(gaps):.3f} s; {sum(len(t) for t in edits.values())} edits in all"
     )
 
