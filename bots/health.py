@@ -18,7 +18,7 @@ from aiohttp import web
 
 from core import Engine, metrics
 
-__all__ = ["HealthServer", "health_routes"]
+__all__ = ["HealthServer", "health_routes", "serve"]
 
 Checks = Callable[[], list[str]]
 
@@ -59,6 +59,19 @@ def health_routes(
     ]
 
 
+async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Serve `app` on `host:port` (0: a free port); the runner, cleaned up if binding
+    fails. `runner.addresses[0][1]` is the port it got."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
 class HealthServer:
     """A small server with only the health routes, on `HEALTH_PORT` (or `--port` for Slack
     Socket Mode and Discord)."""
@@ -76,15 +89,8 @@ class HealthServer:
         self.port: int | None = None
 
     async def start(self, host: str, port: int) -> int:
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = int(runner.addresses[0][1])
+        self._runner = await serve(self.app, host, port)
+        self.port = int(self._runner.addresses[0][1])
         return self.port
 
     async def stop(self) -> None:

@@ -148,10 +148,7 @@ class Intake:
         USER_RATE_LIMIT as messages. None: go ahead; otherwise the note to show the user
         privately (a command is always answered, so it is shown each time)."""
         verdict = await self.engine.rate_limit.check(platform, workspace, user)
-        if verdict.allowed:
-            return None
-        metrics.ERRORS.labels("rate_limited").inc()
-        return limited_note(verdict)
+        return None if verdict.allowed else limited_note(verdict)
 
     async def _limited(self, incoming: Incoming, open_sink: OpenSink) -> bool:
         """Over USER_RATE_LIMIT: not answered; the author is told once per window, in
@@ -165,13 +162,9 @@ class Intake:
         log.info(
             "%s is over the rate limit; %s not answered", incoming.author.id, incoming.event_id
         )
-        metrics.ERRORS.labels("rate_limited").inc()
         if verdict.tell:
             note = limited_note(verdict)
-            if incoming.notify is not None:
-                self.engine.spawn(_notify(incoming, note, open_sink), name="rate-limited")
-            else:
-                self.engine.spawn(_tell(open_sink, incoming, note), name="rate-limited")
+            self.engine.spawn(_notify(incoming, note, open_sink), name="rate-limited")
         return True
 
     @staticmethod
@@ -418,8 +411,11 @@ async def _tell(open_sink: OpenSink, incoming: Incoming, message: str) -> None:
 
 
 async def _notify(incoming: Incoming, message: str, open_sink: OpenSink) -> None:
-    """Tell the author in private; when that fails, in a reply."""
-    assert incoming.notify is not None
+    """Tell the author in private where the platform can; otherwise, or when that
+    fails, in a reply."""
+    if incoming.notify is None:
+        await _tell(open_sink, incoming, message)
+        return
     try:
         await incoming.notify(message)
     except Exception as error:

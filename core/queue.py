@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 from core import metrics
 from core import queue_scripts as scripts
 from core.settings import Settings
-from core.store import TRANSIENT, Store, channel_glob
+from core.store import RELEASE_IF_HELD, TRANSIENT, Store, channel_glob
 from core.types import ConversationKey
 
 __all__ = ["Admission", "LeaseLost", "Line", "Ticket"]
@@ -110,7 +110,7 @@ class Line:
         self._rejoin = redis.register_script(scripts.REJOIN)
         self._take_over = redis.register_script(scripts.TAKE_OVER)
         self._finish = redis.register_script(scripts.FINISH)
-        self._release = redis.register_script(scripts.RELEASE)
+        self._release = redis.register_script(RELEASE_IF_HELD)
         self._stop = redis.register_script(scripts.STOP)
         self._wakeups: dict[str, asyncio.Event] = {}
         self._listener: asyncio.Task[None] | None = None

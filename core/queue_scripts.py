@@ -98,11 +98,6 @@ end
 return 0
 """
 
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 # Ask the answer being written in a line to stop. KEYS: line, cur. ARGV: ttl ms, wake
 # channel. Returns the member asked to stop, or "" if nothing is being answered.

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
+from core import metrics
 from core.store import Store
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class UserRateLimit:
             return ALLOWED
         if int(accepted):
             return ALLOWED
+        metrics.ERRORS.labels("rate_limited").inc()
         return Verdict(False, tell=bool(int(told)), retry_after=max(1.0, int(wait_ms) / 1000))
 
 

@@ -39,6 +39,7 @@ from redis.exceptions import RedisError
 
 from core.recap_schedule import USAGE, RecapSchedule, RecapSyntaxError, parse_recap
 from core.settings import Settings
+from core.store import RELEASE_IF_HELD
 from core.summaries import StructuredSummary, Summarizer, render_markdown
 from core.types import Author, ChatMessage, ConversationKey
 
@@ -73,11 +74,6 @@ if not redis.call('SET', KEYS[3], ARGV[5], 'NX', 'PX', ARGV[6]) then return 2 en
 return 1
 """
 
-# Give back run lease KEYS[1] if it still holds token ARGV[1].
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 # Move the coverage forward (never back) while a schedule exists: ARGV[1] since ts,
 # then field/value pairs to set with it.
@@ -188,7 +184,7 @@ class Recaps:
         self.default_timezone = default_timezone
         self.clock = clock
         self._claim = redis.register_script(_CLAIM)
-        self._release = redis.register_script(_RELEASE)
+        self._release = redis.register_script(RELEASE_IF_HELD)  # the run lease
         self._cover = redis.register_script(_COVER)
         self._unindex = redis.register_script(_UNINDEX)
         self.changed = asyncio.Event()  # a schedule was set here: schedulers look again

@@ -33,6 +33,14 @@ log = logging.getLogger(__name__)
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionResetError)
 
 
+#: Give back a token lock: delete KEYS[1] only if it still holds ARGV[1] (the holder's
+#: token). Returns 1 when released, 0 when it had expired or another holds it.
+RELEASE_IF_HELD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class KeyedLocks:
     """In-process FIFO locks by name, dropped when nobody holds or waits for them.
     asyncio locks are fair, so work on one name runs in the order it asked."""

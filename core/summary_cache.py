@@ -18,7 +18,7 @@ from core.failures import MEMORY_DOWN, BudgetExceeded, failure_message
 from core.memory import History
 from core.providers.base import ProviderError
 from core.sink import CollectingSink, ReplySink
-from core.store import KeyedLocks, Store
+from core.store import RELEASE_IF_HELD, KeyedLocks, Store
 from core.summaries import (
     BrokenSummary,
     StructuredSummary,
@@ -35,11 +35,6 @@ log = logging.getLogger(__name__)
 #: How long one summary may hold its scope's lock, and how long another waits for it.
 SUMMARY_LOCK_MS = 600_000
 SUMMARY_LOCK_WAIT = 120.0
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +82,7 @@ class SummaryMixin:
             finally:
                 if held:
                     with contextlib.suppress(RedisError):
-                        await self.store.redis.eval(_RELEASE, 1, name, token)
+                        await self.store.redis.eval(RELEASE_IF_HELD, 1, name, token)
 
     async def summarize(
         self,

@@ -14,7 +14,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.signature import SignatureVerifier
 
-from bots.health import health_routes
+from bots.health import health_routes, serve
 from bots.slack.bot import SlackBot
 from core import metrics
 
@@ -130,16 +130,8 @@ class SlackHttpServer:
             return False
 
     async def start(self, host: str, port: int) -> int:
-        runner = web.AppRunner(self.web, access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        address = runner.addresses[0]
-        self.port = int(address[1])
+        self._runner = await serve(self.web, host, port)
+        self.port = int(self._runner.addresses[0][1])
         return self.port
 
     async def stop(self) -> None:
