@@ -22,9 +22,9 @@ if TYPE_CHECKING:
         probe_targets,
     )
     from core.engine import Engine, Outcome, UsageReport
-    from core.failures import RESTARTING, oops
+    from core.failures import RESTARTING, oops, reported
     from core.history_search import HistoryMessage
-    from core.intake import Intake, OpenSink
+    from core.intake import RESTARTING_SOON, Intake, OpenSink
     from core.knowledge import Knowledge
     from core.logs import bind, configure_logging, log_context
     from core.memory import MessageRef
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from core.queue import Admission
     from core.recaps import RecapPost
     from core.settings import ENV_FILE_VARIABLE, ConfigError, Settings, load_settings
+    from core.shares import Shareable, SummaryShares
     from core.sink import CollectingSink, ReplySink
     from core.store import KeyedLocks
     from core.summaries import ActionItem, StructuredSummary
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENV_FILE_VARIABLE",
     "RESTARTING",
+    "RESTARTING_SOON",
     "ActionItem",
     "Admission",
     "ApprovalCard",
@@ -96,8 +98,10 @@ __all__ = [
     "RecapPost",
     "ReplySink",
     "Settings",
+    "Shareable",
     "StructuredSummary",
     "Summary",
+    "SummaryShares",
     "Surface",
     "SurfaceExpired",
     "UsageReport",
@@ -115,6 +119,7 @@ __all__ = [
     "open_fence",
     "parse_command",
     "probe_targets",
+    "reported",
     "split_pages",
     "tool",
 ]
@@ -163,6 +168,10 @@ _WHERE: dict[str, str] = {
     "Outcome": "core.engine",
     "ProbeResult": "core.diagnostics",
     "RESTARTING": "core.failures",
+    "RESTARTING_SOON": "core.intake",
+    "Shareable": "core.shares",
+    "SummaryShares": "core.shares",
+    "reported": "core.failures",
     "ReplySink": "core.sink",
     "Settings": "core.settings",
     "UsageReport": "core.ledger",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+import secrets
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from core.providers.base import ProviderError
@@ -27,6 +28,7 @@ __all__ = [
     "fenced",
     "guard",
     "oops",
+    "reported",
     "safe_fail",
 ]
 
@@ -141,3 +143,26 @@ async def safe_fail(sink: ReplySink, message: str, *, shielded: bool = False) ->
         log.exception("could not deliver the failure message either")
         return False
     return True
+
+
+async def reported(
+    work: Awaitable[T], tell: Callable[[str], Awaitable[Any]], what: str
+) -> T | None:
+    """Run a command's background work so its user is never left without an answer: an
+    error is logged with a short id and told in one sentence (`oops`), a shutdown that
+    cancels it is told as RESTARTING (within a few seconds), and a failure to tell is
+    only logged. None when `work` did not finish."""
+    try:
+        return await work
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(tell(RESTARTING)), timeout=5)
+        raise
+    except Exception:
+        error_id = secrets.token_hex(3)
+        log.exception("%s failed (error %s)", what, error_id)
+        try:
+            await tell(oops(error_id))
+        except Exception as error:
+            log.warning("could not tell the user that %s failed: %s", what, error)
+        return None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -63,6 +64,8 @@ FORGOTTEN = (
     "Done: I erased my memory of this conversation and stopped following it. "
     "Mention me if you want me back."
 )
+
+RESTARTING_SOON = "I'm restarting. Please try again in a minute."
 
 NOTHING_TO_STOP = "There is nothing to stop: I'm not writing an answer here right now."
 
@@ -143,10 +146,41 @@ class Intake:
         sink = await open_sink(incoming)
         await sink.finish(NOTHING_TO_STOP)
 
-    async def command_limit(self, platform: str, workspace: str, user: str) -> str | None:
-        """A model-calling command (`/summarize`, `/recap` …) counts against the same
-        USER_RATE_LIMIT as messages. None: go ahead; otherwise the note to show the user
-        privately (a command is always answered, so it is shown each time)."""
+    async def admit_command(
+        self,
+        platform: str,
+        workspace: str,
+        user: str,
+        *,
+        command: str,
+        cooldown: float = 0.0,
+        counted: bool = True,
+    ) -> str | None:
+        """May `user` run a model-calling command (`/summarize`, `/recap`, Discord's
+        `/ask`) now? None: go ahead; otherwise the note to show them privately (a command
+        is always answered, so it is shown each time). Refused while this process shuts
+        down, within `cooldown` seconds of the user's last such command (per platform,
+        across processes), and over USER_RATE_LIMIT, which messages share; `counted=False`
+        for a command whose question goes through `submit`, which counts it. The store
+        being slow or down never holds the command: the cooldown is then skipped."""
+        if not self.engine.accepting:
+            return RESTARTING_SOON
+        if cooldown > 0:
+            try:
+                wait = await asyncio.wait_for(
+                    self.engine.cooldown(f"{platform}-model", user, cooldown), 1.0
+                )
+            except Exception as error:
+                log.warning("cooldown check failed: %s", error)
+                wait = 0.0
+            if wait > 0:
+                left = max(1, math.ceil(wait))
+                return (
+                    f"You're going a little fast. Please wait {left} "
+                    f"second{'s' if left != 1 else ''} before using /{command} again."
+                )
+        if not counted:
+            return None
         verdict = await self.engine.rate_limit.check(platform, workspace, user)
         return None if verdict.allowed else limited_note(verdict)
 

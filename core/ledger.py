@@ -141,6 +141,10 @@ class Ledger:
         key = self.keys.plain("once", namespace, ident)
         return bool(await self.store.redis.set(key, "1", nx=True, ex=self.dedupe_ttl))
 
+    async def unmark(self, namespace: str, ident: str) -> None:
+        """Undo `once`: the action failed and may be tried again."""
+        await self.store.redis.delete(self.keys.plain("once", namespace, ident))
+
     # --- small caches --------------------------------------------------------------------
 
     async def cache_get(self, namespace: str, ident: str) -> str | None:

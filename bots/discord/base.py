@@ -25,6 +25,7 @@ from core import (
     Intake,
     KeyedLocks,
     Settings,
+    SummaryShares,
     WritePacer,
 )
 
@@ -53,6 +54,7 @@ class ClientBase(_Client):
     engine: Engine
     intake: Intake
     pacer: WritePacer
+    shares: SummaryShares
     knowledge: DiscordKnowledge
     message_content: bool
     _gates: KeyedLocks

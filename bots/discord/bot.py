@@ -37,7 +37,7 @@ from bots.discord.knowledge import DiscordKnowledge
 from bots.discord.messages import MessageEvents
 from bots.discord.quick_commands import QuickCommands
 from bots.discord.sink import discord_pacer, pacing_trace
-from core import ConfigError, Engine, Intake, KeyedLocks, Settings
+from core import ConfigError, Engine, Intake, KeyedLocks, Settings, SummaryShares
 
 __all__ = [
     "BOT_PERMISSIONS",
@@ -158,6 +158,7 @@ class TeamBot(MessageEvents, Interactions, QuickCommands, AnswerButtons, discord
         self.settings = settings
         self.engine = engine
         self.intake = Intake(engine, help_text=HELP, reopen=self._reopen)
+        self.shares = SummaryShares(engine, "discord")
         self.knowledge = DiscordKnowledge(self)
         engine.knowledge.attach("discord", history=self.knowledge, recaps=self.knowledge)
         self.force_sync = sync

@@ -7,12 +7,8 @@ and leaves the model work to core; `TeamBot` mixes this class in.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
-import json
 import logging
-import math
 import secrets
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -43,7 +39,7 @@ from bots.discord.sink import (
     safe_mentions,
 )
 from core import (
-    RESTARTING,
+    RESTARTING_SOON,
     Admission,
     Attachment,
     Author,
@@ -55,58 +51,40 @@ from core import (
     ReplySink,
     defuse,
     oops,
+    reported,
     split_pages,
 )
 
 if TYPE_CHECKING:
     from bots.discord.bot import TeamBot
 
-__all__ = ["NS_SHARE", "Interactions"]
+__all__ = ["Interactions"]
 
 log = logging.getLogger(__name__)
-
-NS_SHARE = "discord-share"
 
 
 class Interactions(ClientBase):
     """/ask and /summarize, mixed into `TeamBot`."""
 
     async def _admit(self, interaction: discord.Interaction[TeamBot], name: str) -> bool:
-        """Refuse politely while stopping or when the user is within the cooldown."""
-        if self._stopping:
-            await interaction.response.send_message(
-                "I'm restarting. Please try again in a minute.",
-                ephemeral=True,
-                allowed_mentions=NO_MENTIONS,
+        """Core's verdict on a model-calling command (restarting, cooldown, rate limit);
+        a refusal is told privately."""
+        note = (
+            RESTARTING_SOON
+            if self._stopping
+            else await self.intake.admit_command(
+                "discord",
+                str(interaction.guild_id or "dm"),
+                str(interaction.user.id),
+                command=name,
+                cooldown=self.settings.discord_command_cooldown,
+                counted=name != "ask",  # /ask is counted where every message is
             )
-            return False
-        seconds = self.settings.discord_command_cooldown
-        try:
-            wait = await asyncio.wait_for(
-                self.engine.cooldown("discord-model", str(interaction.user.id), seconds), 1.0
-            )
-        except Exception as error:  # do not hold the interaction for the cache
-            log.warning("cooldown check failed: %s", error)
-            wait = 0.0
-        if wait <= 0 and name != "ask":  # /ask is counted where every message is
-            note = await self.intake.command_limit(
-                "discord", str(interaction.guild_id or "dm"), str(interaction.user.id)
-            )
-            if note is not None:
-                await interaction.response.send_message(
-                    note, ephemeral=True, allowed_mentions=NO_MENTIONS
-                )
-                return False
-        if wait > 0:
-            left = max(1, math.ceil(wait))
-            await interaction.response.send_message(
-                f"You're going a little fast. Please wait {left} second{'s' if left != 1 else ''} "
-                f"before using /{name} again.",
-                ephemeral=True,
-                allowed_mentions=NO_MENTIONS,
-            )
-            return False
-        return True
+        )
+        if note is None:
+            return True
+        await interaction.response.send_message(note, ephemeral=True, allowed_mentions=NO_MENTIONS)
+        return False
 
     async def command_ask(
         self,
@@ -309,17 +287,39 @@ class Interactions(ClientBase):
         scope: str,
         hours: int | None,
     ) -> None:
-        assert interaction.guild_id is not None and self.user is not None
-        token = secrets.token_hex(16)
         surface = InteractionSurface(interaction, mentions=NO_MENTIONS, ephemeral=True)
         sink = discord_reply(surface, self.pacer, resolve=self.display_name)
+
+        async def fail(text: str) -> None:
+            if not sink.done:
+                await sink.fail(text)
+
         try:
-            if scope == "channel" and hours is None:
-                hours = 24
-            after = discord.utils.utcnow() - dt.timedelta(hours=hours) if hours else None
-            await sink.status("Reading the messages…")
-            limit = self.settings.discord_summary_max_messages
-            assert isinstance(target, discord.abc.Messageable)
+            await reported(
+                self._write_summary(interaction, target, scope, hours, sink, surface),
+                fail,
+                f"summary {interaction.id}",
+            )
+        finally:
+            await sink.close()
+
+    async def _write_summary(
+        self,
+        interaction: discord.Interaction[TeamBot],
+        target: discord.abc.GuildChannel | discord.Thread,
+        scope: str,
+        hours: int | None,
+        sink: PagedReply,
+        surface: InteractionSurface,
+    ) -> None:
+        assert interaction.guild_id is not None and self.user is not None
+        if scope == "channel" and hours is None:
+            hours = 24
+        after = discord.utils.utcnow() - dt.timedelta(hours=hours) if hours else None
+        await sink.status("Reading the messages…")
+        limit = self.settings.discord_summary_max_messages
+        assert isinstance(target, discord.abc.Messageable)
+        try:
             messages, truncated = await read_messages(target, limit=limit, after=after)
             if isinstance(target, discord.Thread) and not truncated:
                 starter = await thread_starter(target)
@@ -329,66 +329,48 @@ class Interactions(ClientBase):
                     and all(m.id != starter.id for m in messages)
                 ):
                     messages.insert(0, starter)
-            entries: list[ChatMessage] = [
-                c for m in messages if (c := chat_message(m, self.user.id)) is not None
-            ]
-            where = "this thread" if isinstance(target, discord.Thread) else f"#{target.name}"
-            span = f"last {hours} hour{'s' if hours != 1 else ''}" if hours else "whole thread"
-            count = f"{len(entries):,} message{'s' if len(entries) != 1 else ''}"
-            heading = f"Summary of {where} ({span}, {count}"
-            heading += f"; only the newest {limit:,} read)" if truncated else ")"
-            scope_key = ConversationKey(
-                "discord", str(interaction.guild_id), str(target.id), f"summary:{hours or 'all'}"
-            )
-            async with self.engine.slow_slots:  # apart from answers
-                summary = await self.engine.summarize(
-                    scope_key, entries, sink, heading=heading, show=False
-                )
-            if summary is not None:
-                text = summary_markdown(summary)
-                try:  # kept for the Share button under it
-                    payload = json.dumps({"text": text, "user": interaction.user.id})
-                    await self.engine.cache_set(NS_SHARE, token, payload, ttl=86_400)
-                    surface.final_view = lambda: share_view(token)
-                except Exception as error:
-                    log.warning("could not keep the summary for sharing: %s", error)
-                await sink.finish(text)
-        except asyncio.CancelledError:
-            if not sink.done:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(sink.fail(RESTARTING), 5.0)
-            raise
         except discord.HTTPException as error:
             log.warning("could not read history for a summary: %s", error)
-            if not sink.done:
-                await sink.fail("Discord would not let me read that history. Please try again.")
-        except Exception:
-            error_id = secrets.token_hex(3)
-            text = oops(error_id)
-            log.exception("summary %s failed (error id %s)", interaction.id, error_id)
-            if not sink.done:
-                await sink.fail(text)
-        finally:
-            await sink.close()
+            await sink.fail("Discord would not let me read that history. Please try again.")
+            return
+        entries: list[ChatMessage] = [
+            c for m in messages if (c := chat_message(m, self.user.id)) is not None
+        ]
+        where = "this thread" if isinstance(target, discord.Thread) else f"#{target.name}"
+        span = f"last {hours} hour{'s' if hours != 1 else ''}" if hours else "whole thread"
+        count = f"{len(entries):,} message{'s' if len(entries) != 1 else ''}"
+        heading = f"Summary of {where} ({span}, {count}"
+        heading += f"; only the newest {limit:,} read)" if truncated else ")"
+        scope_key = ConversationKey(
+            "discord", str(interaction.guild_id), str(target.id), f"summary:{hours or 'all'}"
+        )
+        async with self.engine.slow_slots:  # apart from answers
+            summary = await self.engine.summarize(
+                scope_key, entries, sink, heading=heading, show=False
+            )
+        if summary is None:
+            return
+        text = summary_markdown(summary)
+        try:  # kept for the Share button under it
+            token = await self.shares.keep(str(interaction.user.id), {"text": text})
+            surface.final_view = lambda: share_view(token)
+        except Exception as error:
+            log.warning("could not keep the summary for sharing: %s", error)
+        await sink.finish(text)
 
     async def share_summary(self, interaction: discord.Interaction[Any], token: str) -> None:
         """The Share button: post the asker's private summary in the channel, once."""
-        raw = await self._cached(NS_SHARE, token)
-        if raw is None:
-            await self._tell(interaction, "This summary has expired. Run /summarize again.")
-            return
-        data = json.loads(raw)
-        if data.get("user") != interaction.user.id:
-            await self._tell(
-                interaction, "Only the person who asked for this summary can share it."
-            )
-            return
-        if not await self.engine.once("discord", f"share:{token}"):
-            await self._tell(interaction, "This summary is already shared in the channel.")
+        shared = await self.shares.take(token, str(interaction.user.id))
+        if isinstance(shared, str):
+            await self._tell(interaction, shared)
             return
         footer = status_line(f"Shared by {interaction.user.display_name}")
-        pages = split_pages(f"{data['text']}\n\n{footer}", PAGE_LIMIT)
+        pages = split_pages(f"{shared.record['text']}\n\n{footer}", PAGE_LIMIT)
         pages = [defuse(page) for page in pages]
-        await interaction.response.send_message(pages[0], allowed_mentions=NO_MENTIONS)
+        try:
+            await interaction.response.send_message(pages[0], allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException:
+            await self.shares.failed(shared)
+            raise
         for page in pages[1:]:
             await interaction.followup.send(page, allowed_mentions=NO_MENTIONS)

@@ -8,7 +8,6 @@ in a tracked task, then put in the response.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +15,7 @@ import discord
 
 from bots.discord.base import NO_MENTIONS, ClientBase
 from bots.discord.history import channel_key, tenant_key, thread_key
-from core import ConfigError, ConversationKey, oops
+from core import ConfigError, ConversationKey, reported
 
 if TYPE_CHECKING:
     from bots.discord.bot import TeamBot
@@ -116,17 +115,16 @@ class QuickCommands(ClientBase):
     async def _finish_later(
         self, interaction: discord.Interaction[TeamBot], work: Coroutine[Any, Any, str]
     ) -> None:
-        try:
-            text = await work
-        except Exception:
-            error_id = secrets.token_hex(3)
-            text = oops(error_id)
-            name = interaction.command.name if interaction.command else "?"
-            log.exception("/%s failed (error id %s)", name, error_id)
-        try:
-            await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
-        except discord.HTTPException as error:
-            log.warning("could not answer interaction %s: %s", interaction.id, error)
+        async def show(text: str) -> None:
+            try:
+                await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+            except discord.HTTPException as error:
+                log.warning("could not answer interaction %s: %s", interaction.id, error)
+
+        name = interaction.command.name if interaction.command else "?"
+        text = await reported(work, show, f"/{name}")
+        if text is not None:
+            await show(text)
 
     # --- settings ------------------------------------------------------------------------
 

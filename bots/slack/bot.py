@@ -27,11 +27,9 @@ The message identity `channel:ts` is the engine's event id, so the `app_mention`
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
-import secrets
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import replace
 from typing import Any, Literal
@@ -73,6 +71,7 @@ from core import (
     Settings,
     bind,
     log_context,
+    reported,
 )
 
 # SHARE_ACTION, SUMMARIZE_SHORTCUT, Window and parse_window live in `format` and
@@ -476,26 +475,19 @@ class SlackBot:
         """Run a command's or shortcut's work in the background, within the concurrency
         limit; a failure is told to the user through `respond`."""
 
-        async def guarded() -> None:
+        async def slotted() -> None:
             try:
                 async with self._slots:
                     await work
-            except Exception:
-                error_id = secrets.token_hex(3)
-                log.exception("%s failed (error %s)", name, error_id)
-                if respond is not None:
-                    with contextlib.suppress(Exception):
-                        await respond(text=_oops(error_id), replace_original=False)
+            finally:
+                work.close()  # cancelled before its slot: it never ran
 
-        self.engine.spawn(guarded(), name=name)
+        async def tell(text: str) -> None:
+            if respond is not None:
+                await respond(text=f":warning: {safe_mrkdwn(text)}", replace_original=False)
+
+        self.engine.spawn(reported(slotted(), tell, name), name=name)
 
     async def shutdown(self, grace: float) -> None:
         """Stop taking work; answers in flight get `grace` seconds, then a restart note."""
         await self.engine.drain(grace)
-
-
-def _oops(error_id: str) -> str:
-    return (
-        f":warning: Something went wrong on my side (error {error_id}). "
-        "Please try again in a minute."
-    )

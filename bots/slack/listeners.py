@@ -175,8 +175,8 @@ def _summaries(app: AsyncApp, bot: SlackBot, team: Team) -> None:
         except ValueError as error:
             await ack(text=safe_mrkdwn(str(error)), response_type="ephemeral")
             return
-        note = await bot.intake.command_limit(
-            "slack", team(command, context), str(command.get("user_id") or "")
+        note = await bot.intake.admit_command(
+            "slack", team(command, context), str(command.get("user_id") or ""), command="summarize"
         )
         if note is not None:
             await ack(text=safe_mrkdwn(note), response_type="ephemeral")

@@ -8,11 +8,9 @@ summaries' transcripts.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,7 +18,14 @@ from typing import TYPE_CHECKING
 from slack_sdk.errors import SlackApiError
 
 from bots.slack.format import safe_mrkdwn, summary_blocks
-from core import CollectingSink, ConversationKey, PagedReply, StructuredSummary, Summary
+from core import (
+    CollectingSink,
+    ConversationKey,
+    PagedReply,
+    StructuredSummary,
+    Summary,
+    SummaryShares,
+)
 
 if TYPE_CHECKING:
     from bots.slack.bot import Respond, SlackBot
@@ -114,6 +119,7 @@ class SlackSummaries:
 
     def __init__(self, bot: SlackBot) -> None:
         self.bot = bot
+        self.shares = SummaryShares(bot.engine, "slack", command="`/summarize`")
 
     async def summarize_thread(
         self,
@@ -189,34 +195,24 @@ class SlackSummaries:
         if summary is None:
             await say(f":warning: {collected.error or collected.text}")
             return
-        share_id = secrets.token_urlsafe(12)
-        record = json.dumps(
-            {
-                "channel": channel,
-                "user": user_id,
-                "title": summary.title,
-                "count": summary.count,
-                "data": summary.data.model_dump(),
-                "notes": notes,
-            }
-        )
-        await self.bot.engine.cache_set("slack-summary", share_id, record, 24 * 3600)
+        record = {
+            "channel": channel,
+            "title": summary.title,
+            "count": summary.count,
+            "data": summary.data.model_dump(),
+            "notes": notes,
+        }
+        share_id = await self.shares.keep(user_id, record)
         text, blocks = summary_blocks(summary, notes, share_id=share_id)
         await respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=True)
 
     async def share_summary(self, share_id: str, user_id: str, respond: Respond) -> None:
         """The asker chose to share their `/summarize` result in the channel."""
-        raw = await self.bot.engine.cache_get("slack-summary", share_id)
-        if raw is None:
-            await respond(
-                text="This summary has expired. Run `/summarize` again.", replace_original=False
-            )
+        shared = await self.shares.take(share_id, user_id)
+        if isinstance(shared, str):
+            await respond(text=safe_mrkdwn(shared), replace_original=False)
             return
-        record = json.loads(raw)
-        if record.get("user") != user_id:
-            # Only the asker saw it (it was ephemeral); nobody else may publish it.
-            await respond(text="Only the person who asked for this summary can share it.")
-            return
+        record = shared.record
         summary = Summary(
             StructuredSummary.model_validate(record["data"]), record["title"], record["count"]
         )
@@ -230,14 +226,15 @@ class SlackSummaries:
                 unfurl_links=False,
                 unfurl_media=False,
             )
-            ident = f"{record['channel']}:{posted['ts']}"
-            await self.bot.engine.cache_set("slack-summary-post", ident, "1", 30 * 86_400)
         except SlackApiError as error:
+            await self.shares.failed(shared)
             await respond(
                 text=_read_refusal(error.response.get("error"), self.bot.identity.name),
                 replace_original=False,
             )
             return
+        ident = f"{record['channel']}:{posted['ts']}"
+        await self.bot.engine.cache_set("slack-summary-post", ident, "1", 30 * 86_400)
         await respond(delete_original=True)
 
     async def remember(self, reply: PagedReply) -> None:
