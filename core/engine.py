@@ -563,6 +563,7 @@ class Engine(ModelCallsMixin, SummaryMixin, ApprovalMixin):
             await self.ledger.usage(tenant),
             self.settings.daily_budget_usd,
             feedback,
+            await self.ledger.week(tenant),
         )
 
     async def once(self, namespace: str, ident: str) -> bool:

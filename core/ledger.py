@@ -40,6 +40,8 @@ class UsageReport:
     budget: float | None
     #: This week's 👍/👎 per (route, model), when known.
     feedback: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    #: This week's (UTC, from Monday) tokens in, tokens out and cost per (route, model).
+    week: dict[tuple[str, str], tuple[int, int, float]] = field(default_factory=dict)
 
     @property
     def total_cost(self) -> float:
@@ -70,6 +72,13 @@ class UsageReport:
         if self.budget is not None:
             total += f" of a ${self.budget:.2f} daily budget"
         lines.append(total)
+        if self.week:
+            lines.append("**This week**")
+            for (route, model), (tokens_in, tokens_out, cost) in sorted(self.week.items()):
+                lines.append(
+                    f"- {route} · `{model}`: {tokens_in:,} in / {tokens_out:,} out tokens, "
+                    f"${cost:.4f}"
+                )
         if self.feedback:
             lines.append("**Feedback this week**")
             for (route, model), (up, down) in sorted(self.feedback.items()):
@@ -104,6 +113,22 @@ class Ledger:
         pipe.hincrby(key, f"{field}|micro_usd", round(record.cost_usd * 1_000_000))
         pipe.expire(key, 40 * 24 * 3600)
         await pipe.execute()
+
+    async def week(
+        self, tenant: str, now: dt.datetime | None = None
+    ) -> dict[tuple[str, str], tuple[int, int, float]]:
+        """Tokens in, tokens out and cost per (route, model) since Monday, UTC."""
+        today = now or dt.datetime.now(dt.UTC)
+        totals: dict[tuple[str, str], tuple[int, int, float]] = {}
+        for back in range(today.weekday() + 1):
+            for row in await self.usage(tenant, utc_day(today - dt.timedelta(days=back))):
+                tokens_in, tokens_out, cost = totals.get((row.route, row.model), (0, 0, 0.0))
+                totals[(row.route, row.model)] = (
+                    tokens_in + row.input_tokens,
+                    tokens_out + row.output_tokens,
+                    cost + row.cost_usd,
+                )
+        return totals
 
     async def usage(self, tenant: str, day: str | None = None) -> list[UsageRecord]:
         raw = cast(dict[str, str], await self.store.redis.hgetall(self._usage_key(tenant, day)))

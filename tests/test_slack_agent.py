@@ -350,7 +350,7 @@ async def test_the_home_tab_shows_usage_and_feedback_to_admins_and_help_to_membe
     await h.settle()
     admin = json.dumps(h.slack.homes[DAVE], ensure_ascii=False)
     member = json.dumps(h.slack.homes[BOB], ensure_ascii=False)
-    assert "Today" in admin and "This week" in admin and f"dialogue · `{GPT}`" in admin
+    assert "Usage today" in admin and "This week" in admin and f"dialogue · `{GPT}`" in admin
     assert "👍 1 · 👎 0" in admin
     assert "What I can do" in member
     assert "Usage" not in member and GPT not in member

@@ -6,11 +6,11 @@ checks who may, and calls Slack.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from bots.slack.format import to_mrkdwn
 from bots.slack.panels import home_view, settings_changes, settings_view
 from core import ConfigError, ConversationKey
 
@@ -36,10 +36,11 @@ class SlackAdmin:
         scope = ConversationKey("slack", team_id, "*", "*") if workspace else key
         channels = self.bot.engine.channels
         editable = await self.bot.may_change(user_id, channel, workspace=workspace)
+        where = "this workspace" if workspace else f"<#{channel}>"
         view = settings_view(
-            where="this workspace" if workspace else f"<#{channel}>",
+            where=where,
             stored=await channels.get(scope),
-            effective=await channels.effective(key),
+            described=to_mrkdwn(await channels.describe(key, where)),
             models=channels.models,
             editable=editable,
             metadata={"scope": str(scope), "channel": channel},
@@ -75,15 +76,6 @@ class SlackAdmin:
             view = home_view(admin=False, help_text=self.help_text)
         else:
             report = await self.bot.engine.usage(tenant)
-            today = dt.datetime.now(dt.UTC)
-            week: dict[tuple[str, str], list[float]] = {}
-            for back in range(today.weekday() + 1):
-                day = (today - dt.timedelta(days=back)).strftime("%Y-%m-%d")
-                for row in await self.bot.engine.ledger.usage(tenant, day):
-                    totals = week.setdefault((row.route, row.model), [0.0, 0.0, 0.0])
-                    totals[0] += row.input_tokens
-                    totals[1] += row.output_tokens
-                    totals[2] += row.cost_usd
             customized = [
                 "the whole workspace" if key.channel == "*" else f"<#{key.channel}>"
                 for key in await self.bot.engine.channels.customized(tenant)
@@ -91,10 +83,7 @@ class SlackAdmin:
             view = home_view(
                 admin=True,
                 help_text=self.help_text,
-                today=report.rows,
-                week=week,
-                budget=report.budget,
-                feedback=await self.bot.engine.feedback.week(tenant),
+                usage=to_mrkdwn(report.render()),
                 customized=customized,
             )
         await self.bot.client.views_publish(user_id=user_id, view=view)

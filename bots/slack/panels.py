@@ -54,23 +54,17 @@ def settings_view(
     *,
     where: str,
     stored: Any,
-    effective: Any,
+    described: str,
     models: Sequence[str],
     editable: bool,
     metadata: Mapping[str, str],
     above: str,
 ) -> dict[str, Any]:
     """The settings modal for a channel or the workspace: inputs for who may change them,
-    the settings in force (read-only) for everyone else."""
-    tools_on = bool(effective.tools.get("builtin", True))
+    the settings in force (`described`, core's text in mrkdwn) for everyone else."""
     if not editable:
         lines = [
-            f"*teambot's settings in {where}*",
-            f"• Extra instructions: {effective.instructions or '_none_'}",
-            f"• Answer mode: {_MODES[effective.answer_mode]}",
-            f"• Dialogue model: `{effective.model}`",
-            f"• Tools: {'on' if tools_on else 'off'}",
-            f"• Summary language: {effective.summary_language or 'the conversation’s own'}",
+            described,
             "",
             "_Only workspace admins and owners, and the channel's creator, can change them._",
         ]
@@ -166,54 +160,21 @@ def settings_changes(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def home_view(
-    *,
-    admin: bool,
-    help_text: str,
-    today: Sequence[Any] = (),
-    week: Mapping[tuple[str, str], Sequence[float]] | None = None,
-    budget: float | None = None,
-    feedback: Mapping[tuple[str, str], Sequence[int]] | None = None,
-    customized: Sequence[str] = (),
+    *, admin: bool, help_text: str, usage: str = "", customized: Sequence[str] = ()
 ) -> dict[str, Any]:
-    """The Home tab: what the bot does for everyone; usage, feedback and customized
-    channels too for admins."""
+    """The Home tab: what the bot does for everyone; for admins also core's usage report
+    (today, this week, feedback; in mrkdwn) and the channels with their own settings."""
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": _text("teambot")},
         _section(help_text),
     ]
     if admin:
-        blocks.append({"type": "divider"})
-        blocks.append({"type": "header", "text": _text("Usage")})
-        lines = ["*Today (UTC)*"]
-        total = 0.0
-        for row in today:
-            total += row.cost_usd
-            lines.append(
-                f"• {row.route} · `{row.model}`: {row.input_tokens:,} in / "
-                f"{row.output_tokens:,} out tokens, ${row.cost_usd:.4f}"
-            )
-        if not today:
-            lines.append("• nothing yet")
-        spent = f"Total today: ${total:.4f}"
-        if budget is not None:
-            spent += f" of a ${budget:.2f} daily budget ({total / budget:.0%})" if budget else ""
-        lines.append(spent)
-        lines.append("*This week*")
-        for (route, model), (tokens_in, tokens_out, cost) in sorted((week or {}).items()):
-            lines.append(
-                f"• {route} · `{model}`: {int(tokens_in):,} in / {int(tokens_out):,} out "
-                f"tokens, ${cost:.4f}"
-            )
-        if not week:
-            lines.append("• nothing yet")
-        blocks.append(_section("\n".join(lines)))
-        votes = ["*Feedback this week*"]
-        for (route, model), (up, down) in sorted((feedback or {}).items()):
-            votes.append(f"• {route} · `{model}`: 👍 {up} · 👎 {down}")
-        if not feedback:
-            votes.append("• no votes yet")
-        blocks.append(_section("\n".join(votes)))
         custom = ["*Channels with their own settings*"]
         custom += [f"• {name}" for name in customized] or ["• none"]
-        blocks.append(_section("\n".join(custom)))
+        blocks += [
+            {"type": "divider"},
+            {"type": "header", "text": _text("Usage")},
+            _section(usage),
+            _section("\n".join(custom)),
+        ]
     return {"type": "home", "blocks": blocks}

@@ -129,3 +129,25 @@ async def test_an_interrupted_command_says_so_and_a_failing_tell_is_only_logged(
         raise ValueError("bad")
 
     assert await reported(broken(), unreachable, "test") is None  # no exception escapes
+
+
+async def test_the_usage_report_adds_this_weeks_totals_per_model(engine: Engine) -> None:
+    import datetime as dt
+
+    from core.ledger import UsageRecord
+
+    tenant = "slack:T-week"
+    for _ in range(2):
+        await engine.ledger.record_usage(tenant, UsageRecord("dialogue", "gpt", 100, 20, 0.25))
+    await engine.ledger.record_usage(tenant, UsageRecord("summary", "flash", 1000, 50, 0.5))
+    report = await engine.usage(tenant)
+    assert report.week == {
+        ("dialogue", "gpt"): (200, 40, 0.5),
+        ("summary", "flash"): (1000, 50, 0.5),
+    }
+    text = report.render()
+    assert "**This week**" in text
+    assert "- dialogue · `gpt`: 200 in / 40 out tokens, $0.5000" in text
+    # a week later, today's calls are last week's
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=7)
+    assert await engine.ledger.week(tenant, later) == {}
