@@ -23,7 +23,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from redis.exceptions import RedisError
 
@@ -66,6 +66,8 @@ FORGOTTEN = (
 )
 
 RESTARTING_SOON = "I'm restarting. Please try again in a minute."
+
+ELSEWHERE = "That Stop button belongs somewhere else."
 
 NOTHING_TO_STOP = "There is nothing to stop: I'm not writing an answer here right now."
 
@@ -137,6 +139,29 @@ class Intake:
         """Stop the answer being written in `key`'s conversation (any process), within a
         second. False if none is."""
         return await self.line.request_stop(key)
+
+    async def stop_pressed(
+        self, raw_key: str, platform: str, workspace: str, here: Iterable[str]
+    ) -> str | None:
+        """A Stop button on an answer was pressed in the channel or thread `here`: it stops
+        that answer only if the button belongs to this workspace and place (a forged or
+        copied button cannot stop someone else's answer). None: stopped; otherwise the
+        note for the person who pressed it."""
+        try:
+            key = ConversationKey.parse(raw_key)
+        except ValueError:
+            return ELSEWHERE
+        if (key.platform, key.workspace) != (platform, workspace) or not set(here) & {
+            key.channel,
+            key.thread,
+        }:
+            return ELSEWHERE
+        try:
+            stopped = await self.stop(key)
+        except Exception as error:
+            log.warning("could not stop %s: %s", key, error)
+            stopped = False
+        return None if stopped else "There is nothing to stop: that answer has ended."
 
     async def _stop(self, incoming: Incoming, open_sink: OpenSink) -> None:
         if not await self.engine.once("stop", f"{incoming.key}:{incoming.event_id}"):
@@ -403,6 +428,38 @@ class Intake:
             await self.line.leave(ticket)
             await self.line.done(ticket, handled=True)
 
+    # --- answers in channels ----------------------------------------------------------------
+
+    async def remember_answer(self, key: ConversationKey, message_ids: Iterable[str]) -> None:
+        """The messages that show an answer posted in a channel (not in a thread): a reply
+        to one of them continues `key`'s conversation (`replied_to`), while memory lasts."""
+        ttl = self.engine.settings.memory_ttl_seconds
+        for message_id in message_ids:
+            try:
+                await self.engine.cache_set(_answers(key.platform), message_id, str(key), ttl=ttl)
+            except Exception as error:  # a later reply then starts afresh
+                log.warning("could not remember answer %s: %s", message_id, error)
+
+    async def replied_to(
+        self, platform: str, workspace: str, channel: str, message_id: str
+    ) -> ConversationKey | None:
+        """The conversation a reply to `message_id` continues: the one whose answer that
+        message shows, and only in this very workspace and channel (a reply never reaches
+        another channel's memory). None: the reply starts a conversation of its own."""
+        try:
+            stored = await self.engine.cache_get(_answers(platform), message_id)
+            key = ConversationKey.parse(stored) if stored is not None else None
+        except Exception as error:
+            log.warning("could not look up answer %s: %s", message_id, error)
+            return None
+        if key is None or (key.platform, key.workspace, key.channel) != (
+            platform,
+            workspace,
+            channel,
+        ):
+            return None
+        return key
+
     # --- following, deletions and edits ------------------------------------------------------
 
     async def follow(self, key: ConversationKey) -> None:
@@ -426,6 +483,10 @@ class Intake:
         replaced = await self.memory.replace_message(ref, text)
         await self.memory.invalidate_summaries(ref.channel_key)
         return replaced
+
+
+def _answers(platform: str) -> str:
+    return f"{platform}-answer"
 
 
 async def _fail(sink: ReplySink, message: str) -> None:

@@ -9,7 +9,6 @@ in; each mixin subclasses `ClientBase`, which the type checker sees as that clie
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -36,15 +35,13 @@ if TYPE_CHECKING:
 else:
     _Client = object
 
-__all__ = ["IMPORT_LIMIT", "NO_MENTIONS", "NS_ANSWER", "ClientBase"]
+__all__ = ["IMPORT_LIMIT", "NO_MENTIONS", "ClientBase"]
 
 log = logging.getLogger(__name__)
 
 NO_MENTIONS = discord.AllowedMentions.none()
 #: Messages of an existing thread read once, as context, when the bot joins it.
 IMPORT_LIMIT = 200
-#: Cache namespace (the engine's small shared cache in Redis): answer message → conversation.
-NS_ANSWER = "discord-answer"
 
 
 class ClientBase(_Client):
@@ -74,10 +71,7 @@ class ClientBase(_Client):
 
     async def _remember_answer(self, key: ConversationKey, message_ids: list[int]) -> None:
         """Replying to an answer posted in a channel continues its conversation."""
-        ttl = self.settings.memory_ttl_seconds
-        for message_id in message_ids:
-            with contextlib.suppress(Exception):
-                await self.engine.cache_set(NS_ANSWER, str(message_id), str(key), ttl=ttl)
+        await self.intake.remember_answer(key, [str(i) for i in message_ids])
 
     def display_name(self, user_id: str) -> str | None:
         """A member's name when known without a request (for mentions the bot must not

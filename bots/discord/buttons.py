@@ -19,7 +19,7 @@ import discord
 from bots.discord.base import NO_MENTIONS, ClientBase
 from bots.discord.history import tenant_key
 from bots.discord.sink import ChannelSurface, DiscordApprovals, discord_reply, safe_mentions
-from core import ConversationKey, ReplySink
+from core import ReplySink
 
 __all__ = ["AnswerButtons"]
 
@@ -70,24 +70,14 @@ class AnswerButtons(ClientBase):
     async def on_stop(self, interaction: discord.Interaction[Any], raw_key: str) -> None:
         """The Stop button: stop the answer being written in that conversation (only one
         of this server and this channel or thread)."""
-        try:
-            key = ConversationKey.parse(raw_key)
-        except ValueError:
-            return
-        here = {str(interaction.channel_id)}
-        if key.workspace != str(interaction.guild_id) or not here & {key.channel, key.thread}:
-            await self._tell(interaction, "That Stop button belongs somewhere else.")
-            return
-        try:
-            stopped = await self.intake.stop(key)
-        except Exception as error:
-            log.warning("could not stop %s: %s", key, error)
-            stopped = False
-        if stopped:
+        note = await self.intake.stop_pressed(
+            raw_key, "discord", str(interaction.guild_id), {str(interaction.channel_id)}
+        )
+        if note is None:
             with contextlib.suppress(discord.HTTPException):
                 await interaction.response.defer()  # the message itself shows "(stopped)"
         else:
-            await self._tell(interaction, "There is nothing to stop: that answer has ended.")
+            await self._tell(interaction, note)
 
     # --- feedback ------------------------------------------------------------------------
 

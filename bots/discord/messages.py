@@ -15,7 +15,7 @@ from typing import Any
 
 import discord
 
-from bots.discord.base import NO_MENTIONS, NS_ANSWER, ClientBase
+from bots.discord.base import NO_MENTIONS, ClientBase
 from bots.discord.history import answer_key, channel_key, message_text, thread_key, to_attachment
 from bots.discord.sink import (
     ChannelSurface,
@@ -183,23 +183,14 @@ class MessageEvents(ClientBase):
         """The conversation of the answer `message` replies to: only for a member with
         Read Message History in the channel (its memory is channel history they could
         not read otherwise); None starts a new conversation."""
-        if not _reads_history(message.channel, message.author):
-            return None
         reference = message.reference
-        if reference is None or reference.message_id is None:
+        if not _reads_history(message.channel, message.author) or reference is None:
             return None
-        stored = await self._cached(NS_ANSWER, str(reference.message_id))
-        if stored is None:
+        if reference.message_id is None or message.guild is None:
             return None
-        try:
-            key = ConversationKey.parse(stored)
-        except ValueError:
-            return None
-        guild_id = message.guild.id if message.guild else 0
-        same_place = key.workspace == str(guild_id) and key.channel == str(message.channel.id)
-        if key.platform != "discord" or not same_place:
-            return None  # never cross into another server's or channel's memory
-        return key
+        return await self.intake.replied_to(
+            "discord", str(message.guild.id), str(message.channel.id), str(reference.message_id)
+        )
 
     def _incoming(
         self, message: discord.Message, key: ConversationKey, *, addressed: bool

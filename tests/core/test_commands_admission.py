@@ -151,3 +151,36 @@ async def test_the_usage_report_adds_this_weeks_totals_per_model(engine: Engine)
     # a week later, today's calls are last week's
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=7)
     assert await engine.ledger.week(tenant, later) == {}
+
+
+async def test_a_reply_continues_an_answer_only_in_its_own_channel(
+    engine_with: EngineWith,
+) -> None:
+    from core.types import ConversationKey
+
+    async with engine_with() as one, engine_with() as two:
+        key = ConversationKey("discord", "G1", "C1", "answer:900")
+        await Intake(one).remember_answer(key, ["901", "902"])
+        other = Intake(two)  # another process
+        assert await other.replied_to("discord", "G1", "C1", "902") == key
+        # the same message id seen from another channel, server or platform: a new start
+        assert await other.replied_to("discord", "G1", "C2", "902") is None
+        assert await other.replied_to("discord", "G2", "C1", "902") is None
+        assert await other.replied_to("slack", "G1", "C1", "902") is None
+        assert await other.replied_to("discord", "G1", "C1", "903") is None
+
+
+async def test_a_stop_button_stops_only_where_it_belongs(engine: Engine) -> None:
+    from core.types import ConversationKey
+
+    intake = Intake(engine)
+    key = str(ConversationKey("discord", "G1", "C1", "T1"))
+    elsewhere = "That Stop button belongs somewhere else."
+    assert await intake.stop_pressed(key, "discord", "G2", {"T1"}) == elsewhere
+    assert await intake.stop_pressed(key, "discord", "G1", {"C9"}) == elsewhere
+    assert await intake.stop_pressed(key, "slack", "G1", {"T1"}) == elsewhere
+    assert await intake.stop_pressed("not a key", "discord", "G1", {"T1"}) == elsewhere
+    # in its place, with nothing being written: said so
+    assert await intake.stop_pressed(key, "discord", "G1", {"T1"}) == (
+        "There is nothing to stop: that answer has ended."
+    )
