@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from core import metrics
-    from core.commands import Command, parse_command
+    from core.commands import Command, parse_command, raw_command
     from core.diagnostics import (
         GatewayReport,
         ProbeResult,
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         list_models,
         probe_targets,
     )
+    from core.downloads import capped_download
     from core.engine import Engine, Outcome, UsageReport
     from core.failures import RESTARTING, oops
     from core.history_search import HistoryMessage
@@ -103,6 +104,7 @@ __all__ = [
     "UsageReport",
     "WritePacer",
     "bind",
+    "capped_download",
     "configure_logging",
     "defuse",
     "inspect_mcp",
@@ -115,6 +117,7 @@ __all__ = [
     "open_fence",
     "parse_command",
     "probe_targets",
+    "raw_command",
     "split_pages",
     "tool",
 ]
@@ -167,6 +170,7 @@ _WHERE: dict[str, str] = {
     "Settings": "core.settings",
     "UsageReport": "core.ledger",
     "bind": "core.logs",
+    "capped_download": "core.downloads",
     "configure_logging": "core.logs",
     "inspect_mcp": "core.diagnostics",
     "inspect_redis": "core.diagnostics",
@@ -177,6 +181,7 @@ _WHERE: dict[str, str] = {
     "oops": "core.failures",
     "parse_command": "core.commands",
     "probe_targets": "core.diagnostics",
+    "raw_command": "core.commands",
 }
 
 

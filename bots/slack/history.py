@@ -21,7 +21,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.format import mention_ids, to_plain
-from core import Attachment, ChatMessage
+from core import Attachment, ChatMessage, capped_download
 
 __all__ = [
     "Access",
@@ -364,14 +364,8 @@ def file_attachments(
         name = str(file.get("name") or file.get("title") or "file")
         mime = str(file.get("mimetype") or "application/octet-stream")
         size = int(file.get("size") or 0)
-        out.append(
-            Attachment(
-                name=name,
-                mime=mime,
-                size=size,
-                fetch=_downloader(http, url, token, trusted, max_bytes, mime),
-            )
-        )
+        fetch = _downloader(http, url, token, trusted, max_bytes, mime)
+        out.append(Attachment(name=name, mime=mime, size=size, fetch=fetch))
     return tuple(out)
 
 
@@ -398,20 +392,14 @@ def _downloader(
     async def fetch() -> bytes:
         if not url or not _trusted_host(url, trusted):
             raise ValueError("the file has no Slack download link")
-        headers = {"Authorization": f"Bearer {token}"}
-        async with http.stream("GET", url, headers=headers, follow_redirects=False) as response:
-            if response.status_code != 200:
-                # A missing files:read scope answers with a redirect to a sign-in page.
-                raise ValueError(f"download answered HTTP {response.status_code}")
-            kind = response.headers.get("content-type", "")
-            if kind.startswith("text/html") and not mime.startswith("text/html"):
-                raise ValueError("download answered a web page instead of the file")
-            data = bytearray()
-            async for chunk in response.aiter_bytes():
-                data.extend(chunk)
-                if len(data) > max_bytes:
-                    break
-            return bytes(data)
+        # A missing files:read scope answers with a redirect to a sign-in page.
+        return await capped_download(
+            http,
+            url,
+            max_bytes,
+            headers={"Authorization": f"Bearer {token}"},
+            refuse_html=not mime.startswith("text/html"),
+        )
 
     return fetch
 
