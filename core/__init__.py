@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from core.knowledge import Knowledge
     from core.logs import bind, configure_logging, log_context
     from core.memory import MessageRef
+    from core.names import NameDirectory
     from core.outbound import (
         MentionGuard,
         NativeStream,
@@ -87,6 +88,7 @@ __all__ = [
     "MediaPart",
     "MentionGuard",
     "MessageRef",
+    "NameDirectory",
     "NativeStream",
     "OpenSink",
     "Outcome",
@@ -162,6 +164,7 @@ _WHERE: dict[str, str] = {
     "KeyedLocks": "core.store",
     "MediaPart": "core.types",
     "MessageRef": "core.memory",
+    "NameDirectory": "core.names",
     "OpenSink": "core.intake",
     "Outcome": "core.engine",
     "ProbeResult": "core.diagnostics",
