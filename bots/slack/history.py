@@ -9,7 +9,6 @@ memory is the source.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.format import mention_ids, to_plain
-from core import Attachment, ChatMessage, NameDirectory, capped_download
+from core import Attachment, ChatMessage, Command, NameDirectory, capped_download, raw_command
 
 __all__ = [
     "Access",
@@ -40,8 +39,6 @@ Message = dict[str, Any]
 CONVERSATION_SUBTYPES = frozenset(
     {None, "file_share", "thread_broadcast", "me_message", "bot_message"}
 )
-
-SUMMARY_WORDS = frozenset({"summarize", "summarise", "summary", "tldr", "tl;dr"})
 
 #: Page size for conversations.replies / conversations.history (Slack suggests ≤ 200).
 PAGE_SIZE = 200
@@ -296,11 +293,9 @@ class SlackReader:
             channel = str(message.get("channel") or channel)
             ident = f"{channel}:{message.get('ts')}"
             return await self.directory.remembered("slack-summary-post", ident)
-        mention = f"<@{self.identity.bot_user_id}>"
-        if not text.lstrip().startswith(mention):
+        if not text.lstrip().startswith(f"<@{self.identity.bot_user_id}>"):
             return False
-        words = re.findall(r"[a-z;']+", text.replace(mention, "").lower())
-        return bool(words) and len(words) <= 5 and words[0] in SUMMARY_WORDS
+        return raw_command(text) is Command.SUMMARIZE
 
 
 def file_attachments(
