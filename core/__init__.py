@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from core import metrics
-    from core.commands import Command, parse_command
+    from core.commands import Command, parse_command, raw_command
     from core.diagnostics import (
         GatewayReport,
         ProbeResult,
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         list_models,
         probe_targets,
     )
+    from core.downloads import capped_download
     from core.engine import Engine, Outcome, UsageReport
     from core.failures import RESTARTING, oops, reported
     from core.history_search import HistoryMessage
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from core.knowledge import Knowledge
     from core.logs import bind, configure_logging, log_context
     from core.memory import MessageRef
+    from core.names import NameDirectory
     from core.outbound import (
         MentionGuard,
         NativeStream,
@@ -88,6 +90,7 @@ __all__ = [
     "MediaPart",
     "MentionGuard",
     "MessageRef",
+    "NameDirectory",
     "NativeStream",
     "OpenSink",
     "Outcome",
@@ -107,6 +110,7 @@ __all__ = [
     "UsageReport",
     "WritePacer",
     "bind",
+    "capped_download",
     "configure_logging",
     "defuse",
     "inspect_mcp",
@@ -119,6 +123,7 @@ __all__ = [
     "open_fence",
     "parse_command",
     "probe_targets",
+    "raw_command",
     "reported",
     "split_pages",
     "tool",
@@ -164,6 +169,7 @@ _WHERE: dict[str, str] = {
     "KeyedLocks": "core.store",
     "MediaPart": "core.types",
     "MessageRef": "core.memory",
+    "NameDirectory": "core.names",
     "OpenSink": "core.intake",
     "Outcome": "core.engine",
     "ProbeResult": "core.diagnostics",
@@ -176,6 +182,7 @@ _WHERE: dict[str, str] = {
     "Settings": "core.settings",
     "UsageReport": "core.ledger",
     "bind": "core.logs",
+    "capped_download": "core.downloads",
     "configure_logging": "core.logs",
     "inspect_mcp": "core.diagnostics",
     "inspect_redis": "core.diagnostics",
@@ -186,6 +193,7 @@ _WHERE: dict[str, str] = {
     "oops": "core.failures",
     "parse_command": "core.commands",
     "probe_targets": "core.diagnostics",
+    "raw_command": "core.commands",
 }
 
 

@@ -636,3 +636,25 @@ async def test_a_stalled_attachment_download_is_given_up_by_the_total_timeout(
         await h.dc.wait_until(lambda: len(h.bot_messages(h.general)) >= 2, 8)
         await h.settle()
         assert h.bot_messages(h.general)[-1].content == "Echo: [Alice] still there?"
+
+
+async def test_a_file_larger_than_its_stated_size_is_cut_off_and_noted_as_too_large(
+    redis_url: str, key_prefix: str, cometapi: FakeCometAPI
+) -> None:
+    """The gateway under-states a file's size: the download stops just past the limit and
+    the answer says the file was skipped as too large (the note Slack gives too)."""
+    limit = {"max_attachment_bytes": 200_000}
+    async with running_bot(redis_url, key_prefix, cometapi, settings=limit) as h:
+        payload = h.dc.message(
+            h.general,
+            f"{h.mention()} read this",
+            h.alice,
+            attachments=[("notes.txt", b"x" * 2_000_000, "text/plain")],
+        )
+        payload["attachments"][0]["size"] = 100
+        await h.dc.dispatch("MESSAGE_CREATE", payload)
+        await h.dc.wait_until(lambda: len(h.bot_messages(h.general)) >= 1, 8)
+        await h.settle()
+        [answer] = [m.content for m in h.bot_messages(h.general)]
+        assert "I skipped notes.txt: it is 0." in answer
+        assert "MB, over my 0.2 MB limit." in answer

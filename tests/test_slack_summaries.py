@@ -351,3 +351,23 @@ async def test_slash_summarize_where_the_bot_is_not_a_member(h: Harness) -> None
     assert "Invite me with `/invite @teambot`" in response.text
     assert h.cometapi.requests == []
     h.assert_clean(allowed={"conversations.history": {"not_in_channel"}})
+
+
+async def test_earlier_summary_requests_are_left_out_of_the_transcript_but_questions_stay(
+    h: Harness,
+) -> None:
+    """A mention that was a summary request (core's `raw_command`, filler words and all) is
+    not summarized again; a mention that only starts with "summarize" is a question."""
+    h.cometapi.set_responder(team_model)
+    h.slack.add_message(GENERAL, f"<@{BOT}> tl;dr please", user=ALICE)
+    h.slack.add_message(GENERAL, f"<@{BOT}> Summarize this thread", user=CAROL)
+    question = f"<@{BOT}> summarize the design doc and the budget"
+    h.slack.add_message(GENERAL, question, user=BOB)
+    h.slack.add_message(GENERAL, "We decided on Tuesday", user=CAROL)
+    await h.command("/summarize", "", user=ALICE, channel=GENERAL)
+    await h.settle()
+    text = transcript(h)
+    assert "We decided on Tuesday" in text
+    assert "summarize the design doc and the budget" in text
+    assert "tl;dr" not in text and "Summarize this thread" not in text
+    h.assert_clean()

@@ -14,14 +14,13 @@ from collections.abc import Collection
 import discord
 import httpx
 
-from core import Attachment, ChatMessage, ConversationKey
+from core import Attachment, ChatMessage, ConversationKey, capped_download
 
 __all__ = [
     "PLATFORM",
     "answer_key",
     "channel_key",
     "chat_message",
-    "download",
     "message_text",
     "read_messages",
     "tenant_key",
@@ -140,28 +139,15 @@ def _mime(attachment: discord.Attachment) -> str:
     return mime or "application/octet-stream"
 
 
-async def download(http: httpx.AsyncClient, url: str, max_bytes: int) -> bytes:
-    """Download a file, refusing to hold more than `max_bytes` of it."""
-    async with http.stream("GET", url) as response:
-        response.raise_for_status()
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > max_bytes:
-                raise ValueError(f"the file is larger than {max_bytes} bytes")
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def to_attachment(
     attachment: discord.Attachment, http: httpx.AsyncClient, max_bytes: int
 ) -> Attachment:
-    """A core Attachment whose `fetch` downloads the file from Discord's CDN."""
+    """A core Attachment whose `fetch` downloads the file from Discord's CDN, stopping once
+    more than `max_bytes` have come (the reader then notes the file as too large)."""
     url = attachment.url
 
     async def fetch() -> bytes:
-        return await download(http, url, max_bytes)
+        return await capped_download(http, url, max_bytes)
 
     return Attachment(
         name=attachment.filename, mime=_mime(attachment), size=attachment.size, fetch=fetch

@@ -32,6 +32,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import replace
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import SecretStr
@@ -48,9 +49,9 @@ from bots.slack.format import (
     safe_mrkdwn,
 )
 from bots.slack.history import (
-    Directory,
     Identity,
     SlackReader,
+    display_name,
     file_attachments,
     is_conversation_message,
     is_own,
@@ -66,6 +67,7 @@ from core import (
     Incoming,
     Intake,
     MessageRef,
+    NameDirectory,
     PagedReply,
     ReplySink,
     Settings,
@@ -166,7 +168,13 @@ class SlackBot:
         self.identity = identity
         self._intervals = (update_interval, stream_interval)
         self.pacers = slack_pacers(update_interval, stream_interval)
-        self.directory = Directory(client, engine.cache_get, engine.cache_set, identity.team_id)
+        self.directory = NameDirectory(
+            engine.cache_get,
+            engine.cache_set,
+            namespace="slack-user",
+            tenant=identity.team_id,
+            lookup=partial(display_name, client),
+        )
         self.reader = SlackReader(client, self.directory, identity)
         help_text = HELP.format(name=identity.name)
         self.knowledge = SlackKnowledge(self)

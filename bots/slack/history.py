@@ -9,9 +9,7 @@ memory is the source.
 from __future__ import annotations
 
 import logging
-import re
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,13 +19,13 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.format import mention_ids, to_plain
-from core import Attachment, ChatMessage
+from core import Attachment, ChatMessage, Command, NameDirectory, capped_download, raw_command
 
 __all__ = [
     "Access",
-    "Directory",
     "Identity",
     "SlackReader",
+    "display_name",
     "file_attachments",
     "is_conversation_message",
 ]
@@ -41,8 +39,6 @@ Message = dict[str, Any]
 CONVERSATION_SUBTYPES = frozenset(
     {None, "file_share", "thread_broadcast", "me_message", "bot_message"}
 )
-
-SUMMARY_WORDS = frozenset({"summarize", "summarise", "summary", "tldr", "tl;dr"})
 
 #: Page size for conversations.replies / conversations.history (Slack suggests ≤ 200).
 PAGE_SIZE = 200
@@ -68,70 +64,25 @@ def is_own(message: Mapping[str, Any], identity: Identity) -> bool:
     )
 
 
-class Directory:
-    """Display names by user id: asked of `users.info` once, then kept in Redis (through the
-    engine's cache) and in this process."""
-
-    TTL = 24 * 3600
-
-    def __init__(
-        self,
-        client: AsyncWebClient,
-        cache_get: Callable[[str, str], Awaitable[str | None]],
-        cache_set: Callable[[str, str, str, int], Awaitable[None]],
-        team_id: str,
-    ) -> None:
-        self.client = client
-        self._cache_get = cache_get
-        self._cache_set = cache_set
-        self.team_id = team_id
-        self._local: dict[str, tuple[str, float]] = {}
-
-    async def remembered(self, namespace: str, ident: str) -> bool:
-        """Is `ident` in the engine's shared cache under `namespace`?"""
-        return await self._cache_get(namespace, ident) is not None
-
-    async def name(self, user_id: str) -> str:
-        now = time.monotonic()
-        hit = self._local.get(user_id)
-        if hit is not None and hit[1] > now:
-            return hit[0]
-        ident = f"{self.team_id}:{user_id}"
-        name = await self._cache_get("slack-user", ident)
-        if name is None:
-            name = await self._lookup(user_id)
-            await self._cache_set("slack-user", ident, name, self.TTL)
-        if len(self._local) > 10_000:
-            self._local.clear()
-        self._local[user_id] = (name, now + 600)
-        return name
-
-    def known(self, user_id: str) -> str | None:
-        """The display name if this process knows it already (no lookup): for naming
-        people the bot must not ping."""
-        hit = self._local.get(user_id)
-        return hit[0] if hit is not None else None
-
-    async def names(self, user_ids: Iterable[str]) -> dict[str, str]:
-        return {uid: await self.name(uid) for uid in dict.fromkeys(user_ids)}
-
-    async def _lookup(self, user_id: str) -> str:
-        try:
-            response = await self.client.users_info(user=user_id)
-        except SlackApiError as error:
-            log.info("users.info %s failed: %s", user_id, error.response.get("error"))
-            return user_id
-        user: dict[str, Any] = response.get("user") or {}
-        profile: dict[str, Any] = user.get("profile") or {}
-        for candidate in (
-            profile.get("display_name"),
-            profile.get("real_name"),
-            user.get("real_name"),
-            user.get("name"),
-        ):
-            if isinstance(candidate, str) and candidate.strip():
-                return candidate.strip()
+async def display_name(client: AsyncWebClient, user_id: str) -> str:
+    """A person's display name as `users.info` gives it (the id when it gives none): the
+    `lookup` of the bot's `NameDirectory`."""
+    try:
+        response = await client.users_info(user=user_id)
+    except SlackApiError as error:
+        log.info("users.info %s failed: %s", user_id, error.response.get("error"))
         return user_id
+    user: dict[str, Any] = response.get("user") or {}
+    profile: dict[str, Any] = user.get("profile") or {}
+    for candidate in (
+        profile.get("display_name"),
+        profile.get("real_name"),
+        user.get("real_name"),
+        user.get("name"),
+    ):
+        if isinstance(candidate, str) and candidate.strip():
+            return candidate.strip()
+    return user_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +97,9 @@ class Access:
 class SlackReader:
     """Fetches conversations and turns them into the engine's `ChatMessage`s."""
 
-    def __init__(self, client: AsyncWebClient, directory: Directory, identity: Identity) -> None:
+    def __init__(
+        self, client: AsyncWebClient, directory: NameDirectory, identity: Identity
+    ) -> None:
         self.client = client
         self.directory = directory
         self.identity = identity
@@ -340,11 +293,9 @@ class SlackReader:
             channel = str(message.get("channel") or channel)
             ident = f"{channel}:{message.get('ts')}"
             return await self.directory.remembered("slack-summary-post", ident)
-        mention = f"<@{self.identity.bot_user_id}>"
-        if not text.lstrip().startswith(mention):
+        if not text.lstrip().startswith(f"<@{self.identity.bot_user_id}>"):
             return False
-        words = re.findall(r"[a-z;']+", text.replace(mention, "").lower())
-        return bool(words) and len(words) <= 5 and words[0] in SUMMARY_WORDS
+        return raw_command(text) is Command.SUMMARIZE
 
 
 def file_attachments(
@@ -364,14 +315,8 @@ def file_attachments(
         name = str(file.get("name") or file.get("title") or "file")
         mime = str(file.get("mimetype") or "application/octet-stream")
         size = int(file.get("size") or 0)
-        out.append(
-            Attachment(
-                name=name,
-                mime=mime,
-                size=size,
-                fetch=_downloader(http, url, token, trusted, max_bytes, mime),
-            )
-        )
+        fetch = _downloader(http, url, token, trusted, max_bytes, mime)
+        out.append(Attachment(name=name, mime=mime, size=size, fetch=fetch))
     return tuple(out)
 
 
@@ -398,20 +343,14 @@ def _downloader(
     async def fetch() -> bytes:
         if not url or not _trusted_host(url, trusted):
             raise ValueError("the file has no Slack download link")
-        headers = {"Authorization": f"Bearer {token}"}
-        async with http.stream("GET", url, headers=headers, follow_redirects=False) as response:
-            if response.status_code != 200:
-                # A missing files:read scope answers with a redirect to a sign-in page.
-                raise ValueError(f"download answered HTTP {response.status_code}")
-            kind = response.headers.get("content-type", "")
-            if kind.startswith("text/html") and not mime.startswith("text/html"):
-                raise ValueError("download answered a web page instead of the file")
-            data = bytearray()
-            async for chunk in response.aiter_bytes():
-                data.extend(chunk)
-                if len(data) > max_bytes:
-                    break
-            return bytes(data)
+        # A missing files:read scope answers with a redirect to a sign-in page.
+        return await capped_download(
+            http,
+            url,
+            max_bytes,
+            headers={"Authorization": f"Bearer {token}"},
+            refuse_html=not mime.startswith("text/html"),
+        )
 
     return fetch
 
