@@ -109,13 +109,6 @@ def pacing_trace(pacer: WritePacer) -> aiohttp.TraceConfig:
     return trace
 
 
-_SETTLED = {
-    "approved": "✅ Approved by {by}: it ran.",
-    "denied": "⛔ Denied by {by}: it did not run.",
-    "expired": "⌛ Nobody decided in time: it did not run.",
-}
-
-
 class DiscordApprovals:
     """Approval cards in a channel or thread (a `core.ApprovalUI`)."""
 
@@ -137,7 +130,7 @@ class DiscordApprovals:
     ) -> None:
         if "message" not in where:
             return
-        said = _SETTLED.get(outcome, outcome).format(by=by or "someone")
+        said = card.settled(outcome, by)
         text = defuse(f"{card.markdown()}\n\n**{said}**")[:MESSAGE_LIMIT]
         message = self.channel.get_partial_message(int(where["message"]))  # type: ignore[attr-defined]
         await message.edit(content=text, view=None, allowed_mentions=discord.AllowedMentions.none())

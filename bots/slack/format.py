@@ -36,11 +36,6 @@ __all__ = [
 SHARE_ACTION = "share_summary"
 APPROVE_ACTION = "teambot_approve"
 DENY_ACTION = "teambot_deny"
-_SETTLED = {
-    "approved": ":white_check_mark: Approved by {by}: it ran.",
-    "denied": ":no_entry: Denied by {by}: it did not run.",
-    "expired": ":hourglass: Nobody decided in time: it did not run.",
-}
 
 _SPECIAL = re.compile(r"<!([^>\n]*)>")
 _CODE = re.compile(r"```.*?```|`[^`\n]+`", re.DOTALL)
@@ -217,7 +212,7 @@ def approval_blocks(
             }
         )
     else:
-        said = safe_mrkdwn(_SETTLED.get(outcome, outcome).format(by=by or "someone"))
+        said = safe_mrkdwn(card.settled(outcome, by))
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": said}]})
         text = said
     return text, blocks

@@ -74,6 +74,18 @@ class ApprovalCard:
         )
         return "\n".join(lines)
 
+    @staticmethod
+    def settled(outcome: str, by: str | None) -> str:
+        """How the request ended, in one line (the card's last line once decided)."""
+        return _SETTLED.get(outcome, outcome).format(by=by or "someone")
+
+
+_SETTLED = {
+    "approved": "✅ Approved by {by}: it ran.",
+    "denied": "⛔ Denied by {by}: it did not run.",
+    "expired": "⌛ Nobody decided in time: it did not run.",
+}
+
 
 @runtime_checkable
 class ApprovalUI(Protocol):
