@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 from core import metrics
 from core import queue_scripts as scripts
 from core.settings import Settings
-from core.store import RELEASE_IF_HELD, TRANSIENT, Store, channel_glob
+from core.store import RELEASE_IF_HELD, TRANSIENT, Store, channel_glob, honour_cancel
 from core.types import ConversationKey
 
 __all__ = ["Admission", "LeaseLost", "Line", "Ticket"]
@@ -236,6 +236,7 @@ class Line:
         told = False
         cur = f"{ticket.line}:cur"
         while True:
+            honour_cancel()
             if ticket.is_lost:
                 raise LeaseLost(ticket.key)
             try:
@@ -374,6 +375,7 @@ class Line:
         client turned into a timeout of its own cannot keep it alive."""
         stop = f"{ticket.line}:stop"
         while not until.is_set():
+            honour_cancel()
             event = self.wake_event(ticket.key)
             try:
                 if await self.store.redis.get(stop) == ticket.member:

@@ -39,7 +39,7 @@ from redis.exceptions import RedisError
 
 from core.recap_schedule import USAGE, RecapSchedule, RecapSyntaxError, parse_recap
 from core.settings import Settings
-from core.store import RELEASE_IF_HELD
+from core.store import RELEASE_IF_HELD, honour_cancel
 from core.summaries import StructuredSummary, Summarizer, render_markdown
 from core.types import Author, ChatMessage, ConversationKey
 
@@ -485,6 +485,7 @@ class RecapScheduler:
         """Tick until `stop` is set: at each due time, and every `poll_seconds` to see
         schedules set by other processes."""
         while not stop.is_set():
+            honour_cancel()
             self.recaps.changed.clear()
             try:
                 await self.tick()

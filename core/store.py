@@ -25,7 +25,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from core.settings import ConfigError, Settings
 from core.types import ConversationKey
 
-__all__ = ["KeyedLocks", "Keys", "Store", "channel_glob", "connect_store"]
+__all__ = [
+    "KeyedLocks",
+    "Keys",
+    "Store",
+    "channel_glob",
+    "connect_store",
+    "honour_cancel",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,17 @@ RELEASE_IF_HELD = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+def honour_cancel() -> None:
+    """Raise CancelledError when this task was asked to stop and the request was lost on
+    the way. Python 3.11's `asyncio.wait_for`, which the Redis client uses to send a
+    command, can swallow a cancellation that arrives just as the command is written
+    (fixed in 3.12): the task then runs on with the request still counted. Every loop that
+    waits on Redis calls this each round, so a shutdown or a Stop always ends it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class KeyedLocks:

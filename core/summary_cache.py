@@ -18,7 +18,7 @@ from core.failures import MEMORY_DOWN, BudgetExceeded, failure_message
 from core.memory import History
 from core.providers.base import ProviderError
 from core.sink import CollectingSink, ReplySink
-from core.store import RELEASE_IF_HELD, KeyedLocks, Store
+from core.store import RELEASE_IF_HELD, KeyedLocks, Store, honour_cancel
 from core.summaries import (
     BrokenSummary,
     StructuredSummary,
@@ -73,6 +73,7 @@ class SummaryMixin:
             give_up = loop.time() + SUMMARY_LOCK_WAIT
             held = False
             while True:
+                honour_cancel()
                 held = bool(await self.store.redis.set(name, token, nx=True, px=SUMMARY_LOCK_MS))
                 if held or loop.time() >= give_up:
                     break

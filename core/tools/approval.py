@@ -30,7 +30,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from core.queue import Line, Ticket
 from core.settings import Settings
-from core.store import Store
+from core.store import Store, honour_cancel
 from core.types import ChatMessage, ConversationKey, ToolCall
 
 __all__ = [
@@ -230,6 +230,7 @@ class Approvals:
         """Until the person decides or the request expires (this process holds the turn)."""
         decision = self._record(paused.key, paused.id) + ":d"
         while True:
+            honour_cancel()
             raw = await self.store.redis.get(decision)
             if raw:
                 outcome, _, by = str(raw).partition("|")

@@ -163,10 +163,6 @@ async def test_a_second_process_finishes_a_turn_the_first_left_paused(
         await asyncio.wait_for(asked_on.asked.wait(), 10)
         await first.drain(0)  # the first process stops while the person thinks
         card = asked_on.cards[0]
-        print(
-            "KEYS",
-            [k async for k in second.store.redis.scan_iter(match=second.store.keys.prefix + ":*")],
-        )
         other = Intake(second, reopen=reopen)
         decision = await other.decide(card.id, ANA.id, "Ana", approve=True)
         assert decision.outcome == "approved" and decision.resumed_here

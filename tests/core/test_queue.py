@@ -6,6 +6,7 @@ Redis stalls longer than a lease."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -213,3 +214,36 @@ async def test_a_stall_longer_than_the_lease_stops_the_holder_before_anyone_else
     finally:
         server.resume() if server.process and server.process.returncode is None else None
         await server.close()
+
+
+async def _lose_a_cancellation() -> None:
+    """What Python 3.11's `wait_for` inside the Redis client does when a cancellation
+    arrives as a command is written: the CancelledError is swallowed while the request
+    stays counted on the task."""
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.sleep(30)
+
+
+async def test_a_message_waiting_its_turn_ends_even_if_its_cancellation_was_lost(
+    lines: tuple[Line, Line],
+) -> None:
+    line, _other = lines
+    first = await admit(line, 1)
+    second = await admit(line, 2)
+
+    async def waiting() -> None:
+        await _lose_a_cancellation()
+        await line.wait(second)  # behind `first`, which holds the turn
+
+    task = asyncio.create_task(waiting())
+    await asyncio.sleep(0.05)
+    task.cancel()  # a shutdown
+    done, _ = await asyncio.wait({task}, timeout=5)
+    try:
+        assert done, "the waiting message kept waiting after a lost cancellation"
+        assert task.cancelled()
+    finally:
+        task.cancel()
+        for ticket in (second, first):
+            await line.leave(ticket)
+            await line.done(ticket, handled=False)
