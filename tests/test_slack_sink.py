@@ -62,12 +62,34 @@ async def test_a_retry_rewrites_the_streamed_message_instead_of_adding_one(
     sink = make_sink(client, parent)
     await drip(sink, "The first attempt ", "was cut")
     assert bot_messages(slack, parent) == ["The first attempt was cut"]
+    (first,) = [m.ts for m in slack.thread(GENERAL, parent) if m.user == BOT]
     await sink.reset()
+    await asyncio.sleep(0.1)
+    # the message stays (nothing flickers away), saying it starts again
+    assert bot_messages(slack, parent) == ["_Trying again…_"]
     await drip(sink, "Second ", "attempt")
     await sink.finish("Second attempt, complete.")
     assert bot_messages(slack, parent) == ["Second attempt, complete."]
+    assert [m.ts for m in slack.thread(GENERAL, parent) if m.user == BOT] == [first]
     assert len(slack.calls_to("chat.startStream")) == 1
+    assert not slack.calls_to("chat.delete")
     assert all(c.ok for c in slack.calls)
+
+
+async def test_a_retry_without_native_streaming_edits_the_same_message(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    parent = slack.add_message(GENERAL, "q", user=ALICE)
+    sink = make_sink(client, parent, stream=False)
+    await drip(sink, "The first attempt ", "was cut")
+    (first,) = [m.ts for m in slack.thread(GENERAL, parent) if m.user == BOT]
+    await sink.reset()
+    await asyncio.sleep(0.1)
+    assert bot_messages(slack, parent) == ["_Trying again…_"]
+    await sink.finish("Second attempt, complete.")
+    assert bot_messages(slack, parent) == ["Second attempt, complete."]
+    assert [m.ts for m in slack.thread(GENERAL, parent) if m.user == BOT] == [first]
+    assert not slack.calls_to("chat.delete")
 
 
 async def test_a_failure_half_way_keeps_the_text_and_says_what_happened(

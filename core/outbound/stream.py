@@ -36,6 +36,8 @@ __all__ = ["NativeStream", "PagedReply", "Surface", "SurfaceExpired"]
 log = logging.getLogger(__name__)
 
 EMPTY_ANSWER = "_(The model returned an empty answer. Try rephrasing the question.)_"
+#: What a reply shows while a retry that discarded its text starts again.
+TRYING_AGAIN = "Trying again…"
 
 
 class SurfaceExpired(Exception):
@@ -255,9 +257,11 @@ class PagedReply:
             return out
         status = self._status or ""
         if not self._text.strip():
-            if status and self.surface.status_as_page:
+            # Once a message shows the reply, a retry that discards its text keeps the
+            # message (saying so) rather than deleting it and posting a new one later.
+            if self._shown or (status and self.surface.status_as_page):
                 wire = self.surface.with_status(
-                    self._safe(self.header) if self.header else "", status
+                    self._safe(self.header) if self.header else "", status or TRYING_AGAIN
                 )
                 return [(wire, False)]
             return []
